@@ -1,0 +1,26 @@
+"""Device choice: CUDA when present (with mixed precision), CPU otherwise. No code path assumes either."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """``requested`` may be ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``None``/``"auto"`` (CUDA if available)."""
+    if requested in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(requested)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from bespoke.errors import BespokeError
+
+        raise BespokeError(f"device {requested!r} asked for but CUDA is not available", "use --device cpu")
+    return dev
+
+
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; a no-op on CPU (CPU autocast slows small convnets down)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

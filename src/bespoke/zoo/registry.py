@@ -1,0 +1,128 @@
+"""Model registry and factory (timm's ``register_model`` / ``create_model`` shape, our own code).
+
+A registered entry builds an architecture and knows its pretrained weights; ``create_model`` does the rest the same
+way for every model: load weights (pretrained or a user file), re-make the classifier for ``num_classes``, fix SAME
+padding for the resolution, set batch-norm momentum.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bespoke.errors import BespokeError
+from bespoke.zoo.config import PretrainedCfg
+from bespoke.zoo.layers import freeze_same_padding, set_bn_momentum
+from bespoke.zoo.weights import apply_state_dict, load_state_dict
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: how to build it (``num_classes`` as the weights have it) and where its weights are."""
+
+    cfg: PretrainedCfg
+    build: Callable[[int], nn.Module]
+    pretrained_state: Callable[[], dict[str, torch.Tensor]] | None
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+# Prefix families ("timm:<arch>", "torchvision:<arch>") resolve any architecture of those libraries.
+_PREFIXES: dict[str, Callable[[str], ModelEntry]] = {}
+
+
+def register_model(entry: ModelEntry) -> ModelEntry:
+    """Add ``entry`` under ``entry.cfg.name``; a duplicate name is a programming error."""
+    if entry.cfg.name in _REGISTRY:
+        raise ValueError(f"model {entry.cfg.name!r} registered twice")
+    _REGISTRY[entry.cfg.name] = entry
+    return entry
+
+
+def register_prefix(prefix: str, resolver: Callable[[str], ModelEntry]) -> None:
+    """Resolve names ``"<prefix>:<arch>"`` with ``resolver(arch)``."""
+    _PREFIXES[prefix] = resolver
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a glob pattern (prefix families are listed as ``timm:*`` etc.)."""
+    names = sorted(_REGISTRY) + [f"{p}:*" for p in sorted(_PREFIXES)]
+    return [n for n in names if fnmatch.fnmatch(n, pattern)]
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry for ``name``; unknown names fail with the list of known ones."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    prefix, sep, arch = name.partition(":")
+    if sep and prefix in _PREFIXES:
+        return _PREFIXES[prefix](arch)
+    raise BespokeError(f"unknown model {name!r}",
+                       f"known: {', '.join(list_models())}; see `bespoke zoo list`")
+
+
+def get_pretrained_cfg(name: str) -> PretrainedCfg:
+    """Metadata (mean/std, native resolution, source, licence) of a model name."""
+    return get_entry(name).cfg
+
+
+def head_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The classifier: the last ``nn.Linear`` in module order (true for every zoo/timm/torchvision classifier)."""
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not found:
+        raise BespokeError(f"{type(model).__name__} has no nn.Linear classifier", "use a classification model")
+    return found[-1]
+
+
+def reset_head(model: nn.Module, num_classes: int) -> nn.Module:
+    """Replace the classifier by a fresh ``Linear(in_features, num_classes)`` (no-op if it already has that size)."""
+    name, old = head_linear(model)
+    if old.out_features == num_classes:
+        return model
+    new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    return model
+
+
+def create_model(name: str, *, num_classes: int | None = None, pretrained: bool = True, resolution: int = 224,
+                 weights: str | Path | None = None, bn_momentum: float | None = 0.1) -> nn.Module:
+    """Build a model by name.
+
+    Args:
+        name: a registered name (``bespoke zoo list``) or ``timm:<arch>`` / ``torchvision:<arch>``.
+        num_classes: classes of the new head; ``None`` keeps the head of the weights.
+        pretrained: load the registered (ImageNet) weights. Ignored when ``weights`` is given.
+        resolution: input size the model will see; fixes TF-style SAME padding statically.
+        weights: a local ``.safetensors``/``.pth`` file (a fine-tuned checkpoint or public weights).
+        bn_momentum: batch-norm momentum to train with (TF ports ship 0.01, too slow for short runs); ``None`` keeps it.
+    """
+    entry = get_entry(name)
+    state: dict[str, torch.Tensor] | None = None
+    source = ""
+    if weights is not None:
+        state, source = load_state_dict(weights), str(weights)
+    elif pretrained:
+        if entry.pretrained_state is None:
+            raise BespokeError(f"{name} has no offline pretrained weights",
+                               "pass --weights FILE (.safetensors or .pth), or --no-pretrained for random init")
+        state, source = entry.pretrained_state(), entry.cfg.source
+    model = entry.build(entry.cfg.num_classes)
+    if state is not None:
+        head_name, head = head_linear(model)
+        state_classes = state.get(f"{head_name}.weight", head.weight).shape[0]
+        if state_classes != head.out_features:
+            model = reset_head(model, state_classes)
+        freeze_same_padding(model, resolution)
+        apply_state_dict(model, state, source=source)
+    else:
+        freeze_same_padding(model, resolution)
+    if num_classes is not None:
+        reset_head(model, num_classes)
+    if bn_momentum is not None:
+        set_bn_momentum(model, bn_momentum)
+    return model

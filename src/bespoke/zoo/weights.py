@@ -1,0 +1,90 @@
+"""Safe weight loading: safetensors, or ``torch.load(weights_only=True)``; never arbitrary pickles."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bespoke.errors import BespokeError
+
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "ema", "model_ema")
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a flat tensor dict from ``.safetensors`` or a torch file, without running any pickled code.
+
+    Torch files that wrap the weights (``{"state_dict": ...}``, ``{"model": ...}``) are unwrapped and a
+    ``module.`` prefix (DataParallel) is stripped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BespokeError(f"weights file not found: {path}", "check the path")
+    if path.stat().st_size == 0:
+        raise BespokeError(f"weights file is empty: {path}", "re-download or re-export it")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise BespokeError(f"{path} is not a readable safetensors file ({_short(exc)})",
+                               "the file may be truncated or of another format") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise BespokeError(f"refused to load {path}: it holds Python objects beyond tensors ({_short(exc)})",
+                           "only plain state dicts are accepted; convert it to .safetensors in a trusted place") \
+            from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise BespokeError(f"{path} is not a readable torch weights file ({_short(exc)})",
+                           "the file may be truncated or not a weights file") from None
+    return _unwrap(obj, path)
+
+
+def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in _WRAPPER_KEYS:
+            if key in obj and isinstance(obj[key], Mapping):
+                return _unwrap(obj[key], path)
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            if all(k.startswith("module.") for k in tensors):
+                tensors = {k[len("module."):]: v for k, v in tensors.items()}
+            return tensors
+    raise BespokeError(f"{path} holds no tensor state dict", "save it with torch.save(model.state_dict(), ...)")
+
+
+def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
+                     skip_prefixes: tuple[str, ...] = ()) -> None:
+    """Load ``state`` into ``model``; on any missing/unexpected key or shape mismatch raise one error naming them.
+
+    ``skip_prefixes`` leaves those parameters at their initial value (e.g. a classifier re-made for new classes).
+    """
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith(skip_prefixes)}
+    expected = {k for k in own if not k.startswith(skip_prefixes) and not k.endswith("num_batches_tracked")}
+    missing = sorted(expected - state.keys())
+    unexpected = sorted(k for k in state.keys() - own.keys() if not k.endswith("num_batches_tracked"))
+    shapes = sorted(f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                    for k in state.keys() & own.keys() if state[k].shape != own[k].shape)
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} keys (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:3])})")
+    if problems:
+        raise BespokeError(f"weights from {source} do not fit the model: " + "; ".join(problems),
+                           "check that the architecture name matches the weights")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
