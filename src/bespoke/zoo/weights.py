@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -41,7 +40,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise BespokeError(f"refused to load {path}: it holds Python objects beyond tensors ({_short(exc)})",
                            "only plain state dicts are accepted; convert it to .safetensors in a trusted place") \
             from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # torch raises many types (KeyError, EOFError, RuntimeError...) on foreign files
         raise BespokeError(f"{path} is not a readable torch weights file ({_short(exc)})",
                            "the file may be truncated or not a weights file") from None
     return _unwrap(obj, path)

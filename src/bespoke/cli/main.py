@@ -1,0 +1,163 @@
+"""``bespoke``: the command-line entry point. Every command is a thin layer over a documented Python function."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bespoke.errors import BespokeError
+
+app = typer.Typer(
+    name="bespoke", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    help="One pretrained vision model + a small, partly labelled data set -> a verified, exported model for every "
+         "edge deployment target. Start with `bespoke demo`, or see each command's --help.",
+)
+zoo_app = typer.Typer(help="The model zoo: architectures with offline pretrained weights.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+console = Console()
+
+def _device_help() -> str:
+    from bespoke.targets import device_profiler_help
+
+    return ("Prepare a folder to measure models on a real device (phone, board) with a standalone profiler that "
+            "needs only onnxruntime + numpy there.\n\n" + device_profiler_help())
+
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML file setting any option of this "
+                                                                       "command; command-line options override it.")]
+
+
+@zoo_app.command("list")
+def zoo_list(pattern: Annotated[str, typer.Argument(help="glob, e.g. 'efficientnet*'")] = "*") -> None:
+    """List registered models with their weights source and native resolution."""
+    from bespoke.zoo import get_pretrained_cfg, list_models
+
+    table = Table("name", "native res", "weights", "licence")
+    for name in list_models(pattern):
+        if name.endswith(":*"):
+            table.add_row(name, "-", "any architecture of that library; weights from --weights FILE", "-")
+            continue
+        cfg = get_pretrained_cfg(name)
+        table.add_row(name, str(cfg.native_resolution), cfg.source, cfg.license)
+    console.print(table)
+
+
+@app.command()
+def finetune(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="zoo name (see `bespoke zoo list`), timm:<arch> or torchvision:<arch>")]
+    = "efficientnet_lite0",
+    data: Annotated[str, typer.Option(help="fashion-mnist | ImageFolder dir (train/ test/ \\[val/]) | CIFAR dir")]
+    = "fashion-mnist",
+    resolution: Annotated[int, typer.Option(help="input size in pixels")] = 64,
+    epochs: Annotated[int, typer.Option(help="passes over the training split")] = 2,
+    train_limit: Annotated[int | None, typer.Option(help="use a stratified subset of N training images")] = None,
+    test_limit: Annotated[int | None, typer.Option(help="evaluate on a stratified subset of N test images")] = None,
+    batch_size: Annotated[int, typer.Option(help="images per step")] = 64,
+    lr: Annotated[float, typer.Option(help="peak learning rate (AdamW, one-cycle)")] = 1e-3,
+    weights: Annotated[Path | None, typer.Option(help="local .safetensors/.pth weights instead of the zoo's")]
+    = None,
+    seed: Annotated[int, typer.Option(help="seed for splits, order, augmentation, init")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    out: Annotated[Path, typer.Option(help="model directory to write (resumes if interrupted)")]
+    = Path("runs/finetune"),
+    config: ConfigOpt = None,
+) -> None:
+    """Fine-tune a pretrained model on a data set; write a verified model directory (weights, ONNX, card).
+
+    Resumes from OUT/checkpoints after an interruption. Example:
+    bespoke finetune --model efficientnet_lite0 --data fashion-mnist --resolution 64 --epochs 2 --train-limit 6000
+    """
+    from bespoke.cli.config import resolve
+    from bespoke.pipeline import FinetuneJob, run_finetune
+
+    train_keys = {"epochs", "batch_size", "lr", "seed", "device"}
+    values = {"model": model, "data": data, "resolution": resolution, "train_limit": train_limit,
+              "test_limit": test_limit, "weights": weights, "out": out, "epochs": epochs, "batch_size": batch_size,
+              "lr": lr, "seed": seed, "device": device}
+    job = resolve(FinetuneJob, ctx, config, values, nested={k: "train" for k in train_keys})
+    card, result = run_finetune(job)
+    console.print(f"[green]done[/green] {job.out}: test top-1 {card.accuracy:.4f}, params {card.params:,}, "
+                  f"MACs {card.macs:,}, ONNX max|diff| {card.onnx_max_abs_diff:.1e}, {result.cpu_s:.0f} CPU-s")
+
+
+@app.command("export")
+def export_cmd(
+    directory: Annotated[Path, typer.Argument(help="model directory (card.json + model.safetensors)")],
+    tolerance: Annotated[float, typer.Option(help="max allowed |ONNX Runtime - PyTorch|")] = 1e-4,
+) -> None:
+    """Re-export a model directory to ONNX (opset 17), verify it against PyTorch, refresh its card."""
+    from bespoke.export import load_model_dir, save_model_dir
+
+    model, card = load_model_dir(directory)
+    card = save_model_dir(directory, model, card, tolerance=tolerance)
+    console.print(f"[green]exported[/green] {directory / 'model.onnx'}: max|diff| {card.onnx_max_abs_diff:.1e}")
+
+
+@app.command()
+def profile(
+    directories: Annotated[list[Path], typer.Argument(help="model directories to measure")],
+    targets: Annotated[Path, typer.Option(help="targets YAML (see configs/targets.yaml)")]
+    = Path("configs/targets.yaml"),
+) -> None:
+    """Measure model directories on every target (warm-up, repeats, median and spread) and record it in card.json.
+
+    onnxruntime/table targets time the exported model.onnx; torch times the PyTorch module; macs/params/memory
+    count. The printed spread is (p90 - p10) / median: the measurement's own noise.
+    """
+    from bespoke.pipeline import profile_model_dir
+    from bespoke.targets import load_targets
+
+    target_list = load_targets(targets)
+    table = Table("model", "target", "value", "spread", "n", "budget")
+    for directory in directories:
+        card = profile_model_dir(directory, target_list)
+        for t in target_list:
+            m = card.latency[t.name]
+            budget = ""
+            if card.target == t.name and card.budget_resolved is not None:
+                budget = f"{card.budget_resolved:g} {'ok' if m['value'] <= card.budget_resolved else 'OVER'}"
+            table.add_row(str(directory), t.name, f"{m['value']:.4g} {m['unit']}", f"{m['spread']:.1%}",
+                          str(m["n"]), budget)
+    console.print(table)
+
+
+@app.command("profile-device", help=_device_help())
+def profile_device(
+    directories: Annotated[list[Path], typer.Argument(help="model directories whose model.onnx to carry over")],
+    out: Annotated[Path, typer.Option(help="folder to copy to the board")] = Path("device-parts"),
+    threads: Annotated[int, typer.Option(help="threads to use on the board")] = 1,
+    repeats: Annotated[int, typer.Option(help="timed runs per part on the board")] = 50,
+) -> None:
+    from bespoke.export import load_model_dir
+    from bespoke.targets import export_parts_for_device
+
+    parts = {}
+    for directory in directories:
+        model, card = load_model_dir(directory)
+        parts[str(directory)] = (model, (1, 3, card.resolution, card.resolution))
+    keys = export_parts_for_device(parts, out, threads=threads, repeats=repeats)
+    for label, key in keys.items():
+        console.print(f"{label} -> {out}/{key}.onnx")
+    console.print(f"[green]wrote[/green] {out}/ (read {out}/README.txt for what to run on the board)")
+
+
+def main() -> None:
+    """Console-script entry: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except BespokeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Dataset containers: in-memory and lazy image-file datasets, transform wrappers, ``DataSplits``, labels.
+
+Every dataset here yields ``(uint8 tensor [3, R, R], int label)`` until a transform wrapper turns the image
+into a normalised float tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import ConcatDataset, Dataset, Subset
+
+from bespoke.data.resize import resize_shorter_and_crop, resize_square
+from bespoke.errors import BespokeError
+
+ImageTransform = Callable[[torch.Tensor], torch.Tensor]
+
+# Above this many bytes of resized pixels an in-memory set keeps its native size and resizes item by item on
+# access (same pixels, computed per item) instead of holding e.g. 50k x 3 x 224 x 224 bytes (7.5 GB) in RAM.
+PRERESIZE_LIMIT_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """The three splits of one data set. Items are ``(uint8 [3, R, R], int)``; labels index ``classes``."""
+
+    name: str
+    classes: list[str]
+    train: Dataset
+    val: Dataset
+    test: Dataset
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+
+@dataclass(frozen=True)
+class ArraySplits:
+    """A data set as read from disk into memory: uint8 ``[N, C, H, W]`` images (C = 1 or 3) + int64 labels."""
+
+    name: str
+    classes: list[str]
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+class TensorImageDataset(Dataset):
+    """Images held in memory as uint8 ``[N, C, H, W]`` (C = 1 or 3), served as uint8 ``[3, R, R]``.
+
+    Grayscale is stored with one channel and expanded to three per item. Images are resized to ``R x R`` once,
+    here, unless the resized set would exceed ``PRERESIZE_LIMIT_BYTES``; then each item is resized on access.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, resolution: int) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"images must be uint8 [N, 1|3, H, W], got {images.dtype} {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"{images.shape[0]} images but labels of shape {tuple(labels.shape)}")
+        n, c = images.shape[:2]
+        self.resolution = resolution
+        self.lazy_resize = n * c * resolution * resolution > PRERESIZE_LIMIT_BYTES
+        self.images = images if self.lazy_resize else resize_square(images, resolution)
+        self.labels = labels.to(torch.int64)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index]
+        if self.lazy_resize:
+            image = resize_square(image, self.resolution)
+        # Always a copy, so in-place transforms can never write into the shared store.
+        image = image.repeat(3, 1, 1) if image.shape[0] == 1 else image.clone()
+        return image, int(self.labels[index])
+
+
+class ImageFileDataset(Dataset):
+    """Image files decoded lazily with PIL (any mode/size -> RGB), shorter side resized to R, center-cropped.
+
+    An unreadable or corrupt file raises ``BespokeError`` naming it when the item is accessed.
+    """
+
+    def __init__(self, paths: Sequence[Path], labels: torch.Tensor, resolution: int) -> None:
+        if labels.shape != (len(paths),):
+            raise ValueError(f"{len(paths)} paths but labels of shape {tuple(labels.shape)}")
+        self.paths = list(paths)
+        self.labels = labels.to(torch.int64)
+        self.resolution = resolution
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = decode_image(self.paths[index], self.resolution)
+        return resize_shorter_and_crop(image, self.resolution), int(self.labels[index])
+
+
+def decode_image(path: Path, resolution: int) -> torch.Tensor:
+    """Decode one image file to uint8 ``[3, H, W]`` (JPEGs at the smallest scale >= ``resolution``)."""
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (resolution, resolution))
+            if im.mode == "P" and "transparency" in im.info:
+                im = im.convert("RGBA")
+            rgb = im.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise BespokeError(
+            f"cannot read image {path}: {exc}", "delete or replace the corrupt file, then run again"
+        ) from exc
+    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
+
+
+class TransformedDataset(Dataset):
+    """``ds`` with ``transform`` applied to each image: yields ``(transform(image), label)``."""
+
+    def __init__(self, dataset: Dataset, transform: ImageTransform) -> None:
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.dataset[index]
+        return self.transform(image), label
+
+
+class TwoViewDataset(Dataset):
+    """Two augmented views of each image for semi-supervised training: yields ``(weak, strong, label)``.
+
+    On unlabelled data the label is only for measuring pseudo-label quality; never train on it.
+    """
+
+    def __init__(self, dataset: Dataset, weak: ImageTransform, strong: ImageTransform) -> None:
+        self.dataset = dataset
+        self.weak = weak
+        self.strong = strong
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        image, label = self.dataset[index]
+        return self.weak(image), self.strong(image), label
+
+
+def dataset_labels(ds: Dataset) -> torch.Tensor:
+    """All labels of ``ds`` as an int64 tensor, without decoding images where possible.
+
+    Fast for this package's datasets, ``Subset``/``ConcatDataset`` of them, the transform wrappers and
+    datasets with a ``targets`` attribute (torchvision); any other dataset is iterated (slow: decodes all).
+    """
+    labels = getattr(ds, "labels", None)
+    if isinstance(labels, torch.Tensor):
+        return labels.clone()
+    if isinstance(ds, Subset):
+        return dataset_labels(ds.dataset)[torch.as_tensor(list(ds.indices), dtype=torch.int64)]
+    if isinstance(ds, ConcatDataset):
+        parts = [dataset_labels(d) for d in ds.datasets]
+        return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
+    if isinstance(ds, (TransformedDataset, TwoViewDataset)):
+        return dataset_labels(ds.dataset)
+    targets = getattr(ds, "targets", None)
+    if targets is not None:
+        return torch.as_tensor(targets, dtype=torch.int64)
+    return torch.tensor([int(ds[i][-1]) for i in range(len(ds))], dtype=torch.int64)  # type: ignore[arg-type]

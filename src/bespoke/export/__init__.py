@@ -1,0 +1,39 @@
+"""Export and the output contract: verified ONNX, model cards, model directories, architecture builders."""
+
+from bespoke.export.builders import ArchBuilder, build_arch, register_arch_builder, zoo_arch_config
+from bespoke.export.card import ModelCard
+from bespoke.export.model_dir import (
+    CARD,
+    ONNX,
+    WEIGHTS,
+    count_macs,
+    count_params,
+    load_model_dir,
+    read_card,
+    save_model_dir,
+    update_card,
+    write_card,
+)
+from bespoke.export.onnx_export import OPSET, export_onnx, export_onnx_bytes, onnx_max_abs_diff
+
+__all__ = [
+    "CARD",
+    "ONNX",
+    "OPSET",
+    "WEIGHTS",
+    "ArchBuilder",
+    "ModelCard",
+    "build_arch",
+    "count_macs",
+    "count_params",
+    "export_onnx",
+    "export_onnx_bytes",
+    "load_model_dir",
+    "onnx_max_abs_diff",
+    "read_card",
+    "register_arch_builder",
+    "save_model_dir",
+    "update_card",
+    "write_card",
+    "zoo_arch_config",
+]

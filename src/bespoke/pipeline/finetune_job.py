@@ -1,0 +1,51 @@
+"""``bespoke finetune``: a pretrained zoo model fine-tuned on a data set, delivered as a verified model directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bespoke.data import load_dataset
+from bespoke.export import ModelCard, save_model_dir, zoo_arch_config
+from bespoke.train import FinetuneConfig, FinetuneResult, finetune
+from bespoke.zoo import create_model, get_pretrained_cfg
+
+
+class FinetuneJob(BaseModel):
+    """Everything ``bespoke finetune`` needs; also loadable from YAML (``--config``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("efficientnet_lite0", description="zoo name, timm:<arch> or torchvision:<arch>")
+    weights: Path | None = Field(None, description="local .safetensors/.pth instead of the zoo's weights")
+    pretrained: bool = True
+    data: str = Field("fashion-mnist", description="fashion-mnist | ImageFolder dir | CIFAR python dir")
+    resolution: int = Field(64, ge=16, le=1024)
+    train_limit: int | None = Field(None, ge=1)
+    test_limit: int | None = Field(None, ge=1)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    out: Path = Path("runs/finetune")
+    train: FinetuneConfig = Field(default_factory=FinetuneConfig)
+
+
+def run_finetune(job: FinetuneJob) -> tuple[ModelCard, FinetuneResult]:
+    """Fine-tune ``job.model`` on ``job.data`` and write ``job.out`` (model.safetensors, model.onnx, card.json).
+
+    Resumes from ``job.out/checkpoints`` when a previous run was interrupted.
+    """
+    splits = load_dataset(job.data, resolution=job.resolution, seed=job.train.seed, val_fraction=job.val_fraction,
+                          train_limit=job.train_limit, test_limit=job.test_limit)
+    cfg = get_pretrained_cfg(job.model)
+    model = create_model(job.model, num_classes=splits.num_classes, pretrained=job.pretrained,
+                         resolution=job.resolution, weights=job.weights)
+    result = finetune(model, splits.train, splits.test, job.train, mean=cfg.mean, std=cfg.std, out_dir=job.out)
+    card = ModelCard(
+        arch=job.model, arch_config=zoo_arch_config(job.model, splits.num_classes, job.resolution),
+        engine="finetune", num_classes=splits.num_classes, classes=splits.classes, resolution=job.resolution,
+        mean=cfg.mean, std=cfg.std, accuracy=result.accuracy, cost_cpu_s={"finetune": round(result.cpu_s, 1)},
+        data={"dataset": splits.name, "train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        provenance={"weights": str(job.weights) if job.weights else cfg.source, "recipe": job.train.model_dump(),
+                    "history": result.history, "wall_s": round(result.wall_s, 1)},
+    )
+    return save_model_dir(job.out, model, card), result

@@ -1,0 +1,58 @@
+"""Deployment targets and the measurement protocol.
+
+A target is a name + a runtime + its settings + a budget (``targets.yaml``). ``measure(model, target, R)``
+gives a :class:`Measurement` in the target's unit (ms, MACs, params or bytes); relative budgets (``0.5x``)
+resolve against the original model's value on the same target. ``runtime: table`` reads latencies measured on
+a real board by the standalone ``device_profiler.py`` (see :func:`device_profiler_help`).
+"""
+
+from bespoke.targets.budget import UNITS, Budget
+from bespoke.targets.device_export import device_profiler_help, export_parts_for_device, profiler_source
+from bespoke.targets.device_profiler import CSV_COLUMNS, OVERHEAD_KEY
+from bespoke.targets.measure import Measurement, summarize, time_runs
+from bespoke.targets.memory import MemoryEstimate, estimate_peak_memory
+from bespoke.targets.onnx_io import export_onnx, export_onnx_bytes, part_key
+from bespoke.targets.runtimes import (
+    RUNTIMES,
+    Measurer,
+    get_runtime,
+    list_runtimes,
+    measure,
+    measure_onnx,
+    reference_value,
+    resolve_budget,
+)
+from bespoke.targets.spec import RUNTIME_NAMES, Target, load_targets, targets_from_dicts
+from bespoke.targets.table import TableLookup, TableRow
+
+__all__ = [
+    "CSV_COLUMNS",
+    "OVERHEAD_KEY",
+    "RUNTIMES",
+    "RUNTIME_NAMES",
+    "UNITS",
+    "Budget",
+    "Measurement",
+    "Measurer",
+    "MemoryEstimate",
+    "TableLookup",
+    "TableRow",
+    "Target",
+    "device_profiler_help",
+    "estimate_peak_memory",
+    "export_onnx",
+    "export_onnx_bytes",
+    "export_parts_for_device",
+    "get_runtime",
+    "list_runtimes",
+    "load_targets",
+    "measure",
+    "measure_onnx",
+    "part_key",
+    "profiler_source",
+    "reference_value",
+    "resolve_budget",
+    "summarize",
+    "targets_from_dicts",
+    "time_runs",
+]

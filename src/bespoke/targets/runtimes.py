@@ -1,0 +1,256 @@
+"""One measurer per runtime, in a read-only registry keyed by runtime name, and the ``measure`` dispatchers.
+
+=============== ======= ==================================================================================
+runtime         unit    what is measured
+=============== ======= ==================================================================================
+``onnxruntime`` ms      median latency of an InferenceSession (CPUExecutionProvider) on the exported model
+``torch``       ms      median latency of the eager model under ``torch.inference_mode()``, on CPU
+``table``       ms      a row of a latency table measured on the device (looked up by ``part_key``)
+``macs``        MACs    fvcore's count (one fused multiply-add = 1), batch 1
+``params``      params  number of parameters
+``memory``      bytes   peak live activation bytes (see :mod:`bespoke.targets.memory`)
+=============== ======= ==================================================================================
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import platform
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Protocol, runtime_checkable
+
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from bespoke.errors import BespokeError
+from bespoke.targets import device_profiler as protocol
+from bespoke.targets.measure import (
+    Measurement,
+    cpu_model,
+    eval_mode,
+    image_shape,
+    random_input,
+    time_runs,
+    torch_threads,
+)
+from bespoke.targets.memory import estimate_peak_memory
+from bespoke.targets.onnx_io import export_onnx_bytes, input_shapes, load_onnx, part_key
+from bespoke.targets.spec import Target
+from bespoke.targets.table import TableLookup
+
+with warnings.catch_warnings():  # fvcore.nn scripts a loss at import time; torch calls that deprecated
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    from fvcore.nn import FlopCountAnalysis
+
+
+@runtime_checkable
+class Measurer(Protocol):
+    """How one runtime measures a module (and, where it can, an ONNX file)."""
+
+    name: str
+    unit: str
+
+    def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement: ...
+
+    def measure_onnx(self, path: str | os.PathLike[str], target: Target) -> Measurement: ...
+
+
+def _no_onnx(name: str) -> BespokeError:
+    return BespokeError(
+        f"runtime {name!r} measures PyTorch modules, not ONNX files",
+        "use measure(model, target, resolution), or a target with runtime onnxruntime or table",
+    )
+
+
+class OnnxRuntimeMeasurer:
+    name = "onnxruntime"
+    unit = "ms"
+
+    def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
+        shape = image_shape(target.batch, resolution)
+        source = f"{type(model).__name__} (exported)"
+        return self._measure(export_onnx_bytes(model, shape), target, source=source)
+
+    def measure_onnx(self, path: str | os.PathLike[str], target: Target) -> Measurement:
+        if not Path(path).is_file():
+            raise BespokeError(f"ONNX file not found: {path}")
+        return self._measure(os.fspath(path), target, source=str(path))
+
+    def _measure(self, onnx_model: bytes | str, target: Target, source: str) -> Measurement:
+        try:
+            session = protocol.make_session(onnx_model, target.threads, target.opt_level)
+            feed = protocol.input_feed(session, target.batch)
+        except protocol.ProfilerError as exc:
+            raise BespokeError(f"{source}: {exc}") from None
+        except Exception as exc:  # onnxruntime refuses the model
+            raise BespokeError(f"onnxruntime cannot load {source}: {str(exc).splitlines()[0]}") from None
+        shapes = {name: list(value.shape) for name, value in feed.items()}
+        if any(shape[0] != target.batch for shape in shapes.values()):
+            raise BespokeError(
+                f"{source} has fixed input shapes {shapes} but target {target.name!r} asks for batch "
+                f"{target.batch}",
+                "export the model with a dynamic batch axis",
+            )
+        samples = time_runs(lambda: session.run(None, feed), target.warmup, target.repeats)
+        return Measurement.from_samples(samples, runtime=self.name, details={
+            "source": source,
+            "input_shapes": shapes,
+            "threads": target.threads,
+            "opt_level": target.opt_level,
+            "warmup": target.warmup,
+            "onnxruntime": ort.__version__,
+            "machine": platform.machine(),
+        })
+
+
+class TorchMeasurer:
+    name = "torch"
+    unit = "ms"
+
+    def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
+        shape = image_shape(target.batch, resolution)
+        net = cpu_model(model)
+        x = random_input(shape)
+        with torch_threads(target.threads), eval_mode(net), torch.inference_mode():
+            samples = time_runs(lambda: net(x), target.warmup, target.repeats)
+        return Measurement.from_samples(samples, runtime=self.name, details={
+            "input_shape": list(shape),
+            "threads": target.threads,
+            "warmup": target.warmup,
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+        })
+
+    def measure_onnx(self, path: str | os.PathLike[str], target: Target) -> Measurement:
+        raise _no_onnx(self.name)
+
+
+class TableMeasurer:
+    name = "table"
+    unit = "ms"
+
+    def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
+        shape = image_shape(target.batch, resolution)
+        return self._lookup(part_key(model, shape), target, what=f"{type(model).__name__} at {list(shape)}")
+
+    def measure_onnx(self, path: str | os.PathLike[str], target: Target) -> Measurement:
+        model = load_onnx(path)
+        for dims in input_shapes(model):
+            if dims and not isinstance(dims[0], int):
+                raise BespokeError(f"{path} has a symbolic batch axis; table keys need fixed shapes",
+                                   "export the part with a fixed input shape (export_parts_for_device)")
+        return self._lookup(part_key(path), target, what=str(path))
+
+    def _lookup(self, key: str, target: Target, what: str) -> Measurement:
+        if target.table is None:  # pragma: no cover - Target validation requires it
+            raise BespokeError(f"target {target.name!r} has no table")
+        table = TableLookup(target.table)
+        found = table.measurement(key, details={"measured": what})
+        if found is None:
+            raise BespokeError(
+                f"{what} (key {key}) is not in the latency table {target.table} of target {target.name!r}",
+                "export it with export_parts_for_device, profile it on the board, bring the CSV back",
+            )
+        return found
+
+
+class MacsMeasurer:
+    name = "macs"
+    unit = "MACs"
+
+    def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
+        shape = image_shape(1, resolution)
+        net = cpu_model(model)
+        with eval_mode(net), torch.no_grad():
+            analysis = FlopCountAnalysis(net, (random_input(shape),))
+            analysis.unsupported_ops_warnings(False)
+            analysis.uncalled_modules_warnings(False)
+            total = analysis.total()
+            skipped = dict(analysis.unsupported_ops())
+        return Measurement.exact(total, unit=self.unit, runtime=self.name, details={
+            "input_shape": list(shape),
+            "counter": "fvcore (one fused multiply-add = 1; elementwise ops not counted)",
+            "uncounted_ops": skipped,
+        })
+
+    def measure_onnx(self, path: str | os.PathLike[str], target: Target) -> Measurement:
+        raise _no_onnx(self.name)
+
+
+class ParamsMeasurer:
+    name = "params"
+    unit = "params"
+
+    def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
+        count = sum(p.numel() for p in model.parameters())
+        return Measurement.exact(count, unit=self.unit, runtime=self.name)
+
+    def measure_onnx(self, path: str | os.PathLike[str], target: Target) -> Measurement:
+        raise _no_onnx(self.name)
+
+
+class MemoryMeasurer:
+    name = "memory"
+    unit = "bytes"
+
+    def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
+        shape = image_shape(target.batch, resolution)
+        est = estimate_peak_memory(model, shape)
+        return Measurement.exact(est.peak_bytes, unit=self.unit, runtime=self.name, details={
+            "input_shape": list(shape),
+            "estimate": "peak live activation bytes, tensors freed after last use; weights excluded",
+            "total_activation_bytes": est.total_bytes,
+            "input_bytes": est.input_bytes,
+            "largest_tensor_bytes": est.largest_tensor_bytes,
+            "n_ops": est.n_ops,
+        })
+
+    def measure_onnx(self, path: str | os.PathLike[str], target: Target) -> Measurement:
+        raise _no_onnx(self.name)
+
+
+RUNTIMES: Mapping[str, Measurer] = MappingProxyType({
+    m.name: m
+    for m in (OnnxRuntimeMeasurer(), TorchMeasurer(), TableMeasurer(), MacsMeasurer(), ParamsMeasurer(),
+              MemoryMeasurer())
+})
+
+
+def list_runtimes(pattern: str = "*") -> list[str]:
+    """Registered runtime names matching a glob ``pattern``."""
+    return sorted(name for name in RUNTIMES if fnmatch.fnmatchcase(name, pattern))
+
+
+def get_runtime(name: str) -> Measurer:
+    try:
+        return RUNTIMES[name]
+    except KeyError:
+        raise BespokeError(f"unknown runtime {name!r}", f"one of {', '.join(sorted(RUNTIMES))}") from None
+
+
+def measure(model: nn.Module, target: Target, resolution: int) -> Measurement:
+    """Measure ``model`` on ``target`` at input resolution ``resolution`` (batch = ``target.batch``)."""
+    return get_runtime(target.runtime).measure_module(model, target, resolution)
+
+
+def measure_onnx(path: str | os.PathLike[str], target: Target) -> Measurement:
+    """Measure an ONNX file on ``target`` (runtimes onnxruntime and table)."""
+    return get_runtime(target.runtime).measure_onnx(path, target)
+
+
+def reference_value(model: nn.Module, target: Target, resolution: int) -> float:
+    """The reference (original) model's value on ``target``: what a relative budget multiplies."""
+    return measure(model, target, resolution).value
+
+
+def resolve_budget(target: Target, reference_model: nn.Module, resolution: int) -> float | None:
+    """``target``'s absolute budget in its unit; the reference is measured only for a relative budget."""
+    if target.budget is None:
+        return None
+    reference = reference_value(reference_model, target, resolution) if target.budget.is_relative else None
+    return target.budget.resolve(reference, target.unit)

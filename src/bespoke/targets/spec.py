@@ -1,0 +1,206 @@
+"""Target specs: a name, a runtime, its settings and a budget; loaded from YAML with loud errors.
+
+Example ``targets.yaml``::
+
+    targets:
+      - name: cpu1-half        # also the output sub-directory name: [A-Za-z0-9_.-]+
+        runtime: onnxruntime   # onnxruntime | torch | table | macs | params | memory
+        threads: 1
+        batch: 1
+        budget: 0.5x           # or 2.0ms, or 20M for macs/params
+      - name: board
+        runtime: table
+        table: latencies.csv   # relative paths resolve against this file's folder
+        budget: 5ms
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bespoke.errors import BespokeError
+from bespoke.targets.budget import BUDGET_HINT, Budget
+from bespoke.targets.table import TableLookup
+
+Runtime = Literal["onnxruntime", "torch", "table", "macs", "params", "memory"]
+OptLevel = Literal["disable", "basic", "extended", "all"]
+
+RUNTIME_NAMES: tuple[str, ...] = get_args(Runtime)
+LATENCY_RUNTIMES = ("onnxruntime", "torch", "table")
+_UNITS: dict[str, str] = {
+    "onnxruntime": "ms",
+    "torch": "ms",
+    "table": "ms",
+    "macs": "MACs",
+    "params": "params",
+    "memory": "bytes",
+}
+_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+
+
+class Target(BaseModel):
+    """Where and how a model is measured, and what it may cost there. Immutable; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=_NAME_PATTERN, description="target name; also the output sub-directory name")
+    runtime: Runtime
+    threads: int = Field(default=1, ge=1, description="intra-op threads (latency runtimes)")
+    batch: int = Field(default=1, ge=1, description="batch size of the measured input")
+    opt_level: OptLevel = Field(default="all", description="onnxruntime graph optimisation level")
+    budget: Budget | None = Field(default=None, description="0.5x (relative), 2.0ms, 20M, 4MB or a number")
+    table: Path | None = Field(default=None, description="latency CSV measured on the device (runtime table)")
+    warmup: int = Field(default=10, ge=0, description="untimed runs before timing")
+    repeats: int = Field(default=50, ge=1, description="timed runs")
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _not_dots(cls, value: str) -> str:
+        if value in (".", ".."):
+            raise ValueError(f"{value!r} cannot be a directory name")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Target:
+        if self.runtime == "table" and self.table is None:
+            raise ValueError("runtime 'table' needs 'table: <latencies.csv>' (measured on the device)")
+        if self.runtime != "table" and self.table is not None:
+            raise ValueError(f"'table' is only used by runtime 'table', not {self.runtime!r}")
+        if self.budget is not None:
+            try:
+                self.budget.check_unit(self.unit)
+            except BespokeError as exc:
+                raise ValueError(f"{exc.message}; {exc.hint}") from None
+        return self
+
+    @property
+    def unit(self) -> str:
+        """``ms`` (onnxruntime, torch, table), ``MACs``, ``params`` or ``bytes`` (memory)."""
+        return _UNITS[self.runtime]
+
+    @property
+    def is_latency(self) -> bool:
+        return self.runtime in LATENCY_RUNTIMES
+
+    def resolve_budget(self, reference: float | None) -> float | None:
+        """The absolute budget in :attr:`unit` (``None`` without one); a relative one needs ``reference``."""
+        return None if self.budget is None else self.budget.resolve(reference, self.unit)
+
+
+def targets_from_dicts(
+    items: Sequence[Mapping[str, Any]],
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    source: str = "targets",
+) -> list[Target]:
+    """Validate target mappings; relative ``table`` paths resolve against ``base_dir`` (default: cwd).
+
+    Every problem raises ``BespokeError`` on one line naming ``source``, the target and the key.
+    """
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
+        raise BespokeError(f"{source}: 'targets' must be a list of mappings", _YAML_HINT)
+    if not items:
+        raise BespokeError(f"{source}: no targets defined", _YAML_HINT)
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    targets: list[Target] = []
+    for index, item in enumerate(items):
+        label = _label(item, index)
+        if not isinstance(item, Mapping):
+            raise BespokeError(f"{source}: {label}: expected a mapping of keys, got {type(item).__name__}",
+                               _YAML_HINT)
+        data = dict(item)
+        table = data.get("table")
+        if isinstance(table, (str, os.PathLike)) and str(table) and not Path(table).is_absolute():
+            data["table"] = base / table
+        try:
+            target = Target.model_validate(data)
+        except ValidationError as exc:
+            message, hint = _condense(exc)
+            raise BespokeError(f"{source}: {label}: {message}", hint) from None
+        if target.table is not None and not target.table.is_file():
+            raise BespokeError(
+                f"{source}: {label}: table file not found: {target.table}",
+                "measure the parts on the device (bespoke profile-device) and point 'table' at the CSV",
+            )
+        if target.table is not None:
+            try:
+                TableLookup(target.table)  # a broken table fails here, not halfway through a search
+            except BespokeError as exc:
+                raise BespokeError(f"{source}: {label}: {exc.message}", exc.hint) from None
+        targets.append(target)
+    seen: dict[str, str] = {}
+    for target in targets:
+        folded = target.name.lower()  # names are directory names: clash on case-insensitive file systems too
+        if folded in seen:
+            raise BespokeError(f"{source}: duplicate target name {target.name!r} (also {seen[folded]!r})",
+                               "every target needs its own name: it is its output sub-directory")
+        seen[folded] = target.name
+    return targets
+
+
+def load_targets(path: str | os.PathLike[str]) -> list[Target]:
+    """Read a ``targets.yaml`` (``targets: [ {name, runtime, ...}, ... ]``) into validated targets."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BespokeError(f"cannot read targets file {path}: {exc.__class__.__name__}: {exc}",
+                           "check the path (e.g. configs/targets.yaml)") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise BespokeError(f"{path}: invalid YAML{where}: {problem}", _YAML_HINT) from None
+    if not isinstance(doc, Mapping) or "targets" not in doc:
+        raise BespokeError(f"{path}: expected a top-level 'targets:' list", _YAML_HINT)
+    extra = sorted(str(k) for k in doc if k != "targets")
+    if extra:
+        raise BespokeError(f"{path}: unknown top-level key(s): {', '.join(extra)}", _YAML_HINT)
+    items = doc["targets"]
+    if items is None:
+        items = []
+    return targets_from_dicts(items, base_dir=path.parent, source=str(path))
+
+
+_YAML_HINT = "expected 'targets:' and a list like '- {name: cpu1, runtime: onnxruntime, budget: 0.5x}'"
+
+
+def _label(item: Any, index: int) -> str:
+    name = item.get("name") if isinstance(item, Mapping) else None
+    return f"target {name!r} (#{index + 1})" if isinstance(name, str) else f"target #{index + 1}"
+
+
+def _condense(exc: ValidationError) -> tuple[str, str | None]:
+    """One line out of pydantic's errors: which key, what is wrong; a hint listing the allowed keys."""
+    problems = []
+    hint = None
+    for err in exc.errors(include_url=False):
+        key = ".".join(str(part) for part in err["loc"])
+        kind = err["type"]
+        msg = err["msg"].removeprefix("Value error, ")
+        if kind == "extra_forbidden":
+            problems.append(f"unknown key {key!r}")
+            hint = "allowed keys: " + ", ".join(Target.model_fields)
+        elif kind == "missing":
+            problems.append(f"missing key {key!r}")
+        elif not key:
+            problems.append(msg)
+            hint = hint or (BUDGET_HINT if msg.startswith("budget") else None)
+        else:
+            got = err.get("input")
+            plain = isinstance(got, (str, int, float)) and not isinstance(got, bool)
+            shown = f" (got {got!r})" if plain and repr(got) not in msg else ""
+            problems.append(f"key {key!r}: {msg}{shown}")
+            hint = hint or (BUDGET_HINT if key == "budget" else None)
+    return "; ".join(problems), hint

@@ -1,0 +1,27 @@
+"""Training shared by every stage: fine-tuning, losses, evaluation, checkpoints, divergence guard, cost."""
+
+from bespoke.train.checkpoint import Checkpointer
+from bespoke.train.cost import cpu_seconds
+from bespoke.train.evaluate import EvalResult, evaluate, predict_logits
+from bespoke.train.finetune import FinetuneConfig, FinetuneResult, ResumableSampler, finetune
+from bespoke.train.guard import check_finite
+from bespoke.train.losses import feature_loss, kd_loss, soft_cross_entropy
+from bespoke.train.optim import make_optimizer, make_scheduler
+
+__all__ = [
+    "Checkpointer",
+    "EvalResult",
+    "FinetuneConfig",
+    "FinetuneResult",
+    "ResumableSampler",
+    "check_finite",
+    "cpu_seconds",
+    "evaluate",
+    "feature_loss",
+    "finetune",
+    "kd_loss",
+    "make_optimizer",
+    "make_scheduler",
+    "predict_logits",
+    "soft_cross_entropy",
+]

@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny models and tiny synthetic data sets keep the suite fast and CPU-only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+os.environ.setdefault("BESPOKE_PROGRESS", "0")
+torch.set_num_threads(2)
+
+FASHION_DIR = Path(os.environ.get("BESPOKE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+needs_fashion = pytest.mark.skipif(not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
+                                   reason="Debian dataset-fashion-mnist not installed")
+
+
+class TinyNet(nn.Module):
+    """A 2-conv classifier, fast enough for any unit test."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+@pytest.fixture
+def tiny_net() -> TinyNet:
+    torch.manual_seed(0)
+    return TinyNet()
+
+
+@pytest.fixture
+def tiny_splits():
+    """A learnable 3-class problem: the class sets which colour channel is bright."""
+    from bespoke.data import DataSplits, TensorImageDataset
+
+    def make(n: int, seed: int) -> TensorImageDataset:
+        g = torch.Generator().manual_seed(seed)
+        labels = torch.arange(n) % 3
+        images = torch.randint(0, 60, (n, 3, 16, 16), generator=g, dtype=torch.uint8)
+        images[torch.arange(n), labels] += 150
+        return TensorImageDataset(images, labels, 16)
+
+    return DataSplits(name="tiny", classes=["r", "g", "b"], train=make(96, 1), val=make(30, 2), test=make(60, 3))
