@@ -27,7 +27,7 @@ def finetune_donor(name: str, data: TrainData, cfg: FinetuneConfig, out_dir: str
         arch=name, arch_config=zoo_arch_config(name, data.num_classes, data.resolution), engine=engine,
         num_classes=data.num_classes, classes=list(data.classes), resolution=data.resolution, mean=pre.mean,
         std=pre.std, accuracy=result.accuracy, cost_cpu_s=costs, data=dict(data.info),
-        provenance={"method": method or f"finetuned {name}", "weights": pre.source, "recipe": cfg.model_dump(),
+        provenance={"weights": pre.source, "recipe": cfg.model_dump(),
                     "history": result.history, "wall_s": round(result.wall_s, 1)},
         method=method or f"finetuned {name}",
     )

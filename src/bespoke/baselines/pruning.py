@@ -32,10 +32,12 @@ _BN_KEYS = ("num_features",)
 _LINEAR_KEYS = ("in_features", "out_features")
 
 
-def prune_uniform(model: nn.Module, ratio: float, *, resolution: int) -> nn.Module:
+def prune_uniform(model: nn.Module, ratio: float, *, resolution: int, round_to: int | None = 8) -> nn.Module:
     """A pruned copy of ``model``: ``ratio`` of every layer's output channels removed (L2 magnitude).
 
-    The last ``nn.Linear`` (classifier) keeps its outputs. ``model`` itself is left untouched.
+    Kept channel counts are rounded to multiples of ``round_to``: ONNX Runtime's CPU kernels slow down on odd
+    counts (EfficientNet-Lite2 at 64 px pruned by 10 % without rounding ran 5x slower than unpruned). The last
+    ``nn.Linear`` (classifier) keeps its outputs. ``model`` itself is left untouched.
     """
     if not 0.0 <= ratio < 1.0:
         raise BespokeError(f"pruning ratio must be in [0, 1), got {ratio}")
@@ -45,7 +47,7 @@ def prune_uniform(model: nn.Module, ratio: float, *, resolution: int) -> nn.Modu
     example = torch.zeros(1, 3, resolution, resolution)
     pruner = tp.pruner.MetaPruner(pruned, example, importance=tp.importance.MagnitudeImportance(p=2),
                                   pruning_ratio=ratio, ignored_layers=[head_linear(pruned)[1]],
-                                  global_pruning=False)
+                                  global_pruning=False, round_to=round_to)
     pruner.step()
     return pruned
 
@@ -63,7 +65,7 @@ class PruneSearch:
 
 def prune_to_budget(model: nn.Module, *, measure: Callable[[nn.Module], float], budget: float,
                     resolution: int, max_ratio: float = 0.9, iterations: int = 7,
-                    unpruned_value: float | None = None) -> PruneSearch:
+                    unpruned_value: float | None = None, round_to: int | None = 8) -> PruneSearch:
     """Bisect the uniform ratio so that ``measure(pruned) <= budget`` with as little pruning as found.
 
     ``measure`` must grow with model size (MACs, params, latency); noisy latency is fine, the search keeps the
@@ -73,7 +75,7 @@ def prune_to_budget(model: nn.Module, *, measure: Callable[[nn.Module], float], 
     probes: list[dict[str, float]] = []
 
     def probe(ratio: float) -> tuple[nn.Module, float]:
-        pruned = prune_uniform(model, ratio, resolution=resolution)
+        pruned = prune_uniform(model, ratio, resolution=resolution, round_to=round_to)
         value = float(measure(pruned))
         probes.append({"ratio": round(ratio, 6), "value": value})
         return pruned, value

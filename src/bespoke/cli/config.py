@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
-import click
 import yaml
 from pydantic import BaseModel, ValidationError
 
@@ -29,7 +28,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def resolve(model_cls: type[M], ctx: click.Context, config: Path | None, cli: dict[str, Any],
+def resolve(model_cls: type[M], ctx: Any, config: Path | None, cli: dict[str, Any],
             nested: dict[str, str] | None = None) -> M:
     """Build ``model_cls`` from defaults < YAML ``config`` < options given on the command line.
 
@@ -39,8 +38,13 @@ def resolve(model_cls: type[M], ctx: click.Context, config: Path | None, cli: di
     nested = nested or {}
     data: dict[str, Any] = read_yaml(config) if config else {}
     data = {k.replace("-", "_"): v for k, v in data.items()}
+    for name, section in nested.items():  # a flat YAML key may name a nested option, as on the command line
+        if name in data:
+            data.setdefault(section, {})[name] = data.pop(name)
     for name, value in cli.items():
-        explicit = ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+        # typer vendors its own click: compare the source by name, not against click's enum
+        source = ctx.get_parameter_source(name)
+        explicit = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
         if name in nested:
             section = data.setdefault(nested[name], {})
             if explicit or name not in section:

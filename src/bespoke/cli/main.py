@@ -147,6 +147,59 @@ def profile_device(
     console.print(f"[green]wrote[/green] {out}/ (read {out}/README.txt for what to run on the board)")
 
 
+@app.command()
+def demo(
+    ctx: typer.Context,
+    teacher: Annotated[str | None, typer.Option(help="zoo model to start from (preset: efficientnet_lite0)")] = None,
+    data: Annotated[str | None, typer.Option(help="data set (see finetune --help) (preset: fashion-mnist)")] = None,
+    resolution: Annotated[int | None, typer.Option(help="input size in pixels (preset: 64)")] = None,
+    train_images: Annotated[int | None, typer.Option(help="training images (preset: 3000)")] = None,
+    test_images: Annotated[int | None, typer.Option(help="test images (preset: 2000)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="teacher fine-tune epochs (preset: 1)")] = None,
+    labels: Annotated[float | None, typer.Option(help="labelled share TOFA's supervised term sees (preset: 0.1)")]
+    = None,
+    targets: Annotated[Path | None, typer.Option(help="targets YAML replacing the 3 ORT CPU targets "
+                                                      "(0.7x/0.5x/0.35x of the teacher)")] = None,
+    engine: Annotated[list[str] | None, typer.Option(help="engine to run: bespoke | tofa (repeatable; default: all)")]
+    = None,
+    smoke: Annotated[bool, typer.Option(help="tiny plumbing run (a couple of minutes)")] = False,
+    out: Annotated[Path, typer.Option(help="output folder (resumes if interrupted)")] = Path("runs/demo"),
+    seed: Annotated[int | None, typer.Option(help="seed of splits, training and search (preset: 0)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """The main job: pretrained teacher -> block engine + TOFA supernet -> a verified model per target -> report.
+
+    Runs the packaged `demo` benchmark preset (about 10 minutes on 2 CPU cores) into OUT: OUT/results.md (table),
+    OUT/pareto.png (plot), OUT/results.json, and one model directory per engine and target under OUT/engines/.
+    Flags scale it up; for anything else copy src/bespoke/presets/demo.yaml and run `bespoke bench --preset FILE`.
+    """
+    from bespoke.bench.demo import DemoConfig, run_demo
+    from bespoke.cli.config import resolve
+
+    values = {"teacher": teacher, "data": data, "resolution": resolution, "train_images": train_images,
+              "test_images": test_images, "epochs": epochs, "labels": labels, "targets": targets,
+              "smoke": smoke, "out": out, "seed": seed}
+    cfg = resolve(DemoConfig, ctx, config, values)
+    if engine:
+        cfg = cfg.model_copy(update={"engines": engine})
+    result = run_demo(cfg, log=lambda line: console.print(line, markup=False, highlight=False))
+    console.print(f"[green]done[/green]: {result.files['results.md']} and {result.files['pareto.png']}")
+
+
+def _add_engine_commands() -> None:
+    from bespoke.cli.bench import bench_command
+    from bespoke.cli.block import house_app, search_command
+    from bespoke.cli.supernet import supernet_app
+
+    app.add_typer(house_app, name="house")
+    app.command("search")(search_command)
+    app.add_typer(supernet_app, name="supernet")
+    app.command("bench")(bench_command)
+
+
+_add_engine_commands()
+
+
 def main() -> None:
     """Console-script entry: user errors become one line on stderr and exit code 2."""
     try:

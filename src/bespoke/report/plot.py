@@ -58,9 +58,10 @@ def pareto_plot(rows: Sequence[ResultRow], path: str | Path, budgets_ms: Mapping
     plural = "s" if threads > 1 else ""
     ax.set_xlabel(f"measured latency: ONNX Runtime, CPU, batch 1, {threads} thread{plural} [ms]")
     ax.set_ylabel("test top-1 accuracy [%]")
-    ax.set_title(title)
+    ax.set_title(title, pad=26 if budgets_ms else 6)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    if points:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", bbox_inches="tight")
@@ -68,7 +69,12 @@ def pareto_plot(rows: Sequence[ResultRow], path: str | Path, budgets_ms: Mapping
 
 
 def _draw_budgets(ax: Axes, budgets_ms: Mapping[str, float]) -> None:
-    for name, ms in sorted(budgets_ms.items(), key=lambda kv: kv[1]):
+    """Dashed vertical lines, labelled just above the plot area (never on top of a data point)."""
+    if budgets_ms:
+        lo, hi = ax.get_xlim()
+        ax.set_xlim(min(lo, *budgets_ms.values()) * 0.95, max(hi, *budgets_ms.values()) * 1.05)
+    for i, (name, ms) in enumerate(sorted(budgets_ms.items(), key=lambda kv: kv[1])):
         ax.axvline(ms, color="tab:red", linestyle="--", linewidth=1.0, alpha=0.7, zorder=1)
-        ax.annotate(f"{name}\n{ms:.3g} ms", xy=(ms, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -4),
-                    textcoords="offset points", ha="left", va="top", fontsize=7, color="tab:red")
+        ax.annotate(f"{name}: {ms:.3g} ms", xy=(ms, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(0, 3 + 9 * (i % 2)), textcoords="offset points", ha="center", va="bottom",
+                    fontsize=7, color="tab:red")

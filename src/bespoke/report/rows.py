@@ -12,6 +12,14 @@ from bespoke.export import CARD, ModelCard, read_card
 #: ``card.latency_ms`` keys of the two standard measurements: ONNX Runtime, CPU, batch 1, 1 and 2 threads.
 LATENCY_1T = "ort-cpu-1t"
 LATENCY_2T = "ort-cpu-2t"
+#: ``card.cost_cpu_s`` keys with this prefix (or mentioning "shared") are preparation shared by several models,
+#: not this model's own cost.
+SHARED_COST_PREFIX = "shared:"
+
+
+def is_shared_cost(key: str) -> bool:
+    """Whether a ``cost_cpu_s`` key is shared preparation (``shared:house``, ``house (shared by all targets)``)."""
+    return key.startswith(SHARED_COST_PREFIX) or "shared" in key.lower()
 
 
 @dataclass(frozen=True)
@@ -52,15 +60,21 @@ def card_method(card: ModelCard) -> str:
     return str(method) if method else f"{card.engine}:{card.arch}"
 
 
+def own_cost(card: ModelCard) -> float | None:
+    """The model's own CPU-seconds: the card's per-stage costs without ``shared:`` entries (``None``: none)."""
+    own = [v for k, v in card.cost_cpu_s.items() if not is_shared_cost(k)]
+    return round(float(sum(own)), 1) if own else None
+
+
 def row_from_card(card: ModelCard, path: str | Path = "", *, method: str | None = None,
                   latency_1t_key: str = LATENCY_1T, latency_2t_key: str = LATENCY_2T) -> ResultRow:
-    """A :class:`ResultRow` from a model card; cost is the sum of the card's per-stage CPU-seconds."""
+    """A :class:`ResultRow` from a model card; cost is :func:`own_cost`."""
     return ResultRow(
         method=method or card_method(card), arch=card.arch, engine=card.engine, target=card.target,
         budget=card.budget, budget_value=card.budget_resolved, budget_unit=card.budget_unit,
         accuracy=card.accuracy, latency_1t_ms=card.latency_ms.get(latency_1t_key),
         latency_2t_ms=card.latency_ms.get(latency_2t_key), pred_ms=card.latency_pred_ms, params=card.params,
-        macs=card.macs, cost_cpu_s=float(sum(card.cost_cpu_s.values())) if card.cost_cpu_s else None,
+        macs=card.macs, cost_cpu_s=own_cost(card),
         path=str(path),
     )
 

@@ -7,7 +7,12 @@ a real board by the standalone ``device_profiler.py`` (see :func:`device_profile
 """
 
 from bespoke.targets.budget import UNITS, Budget
-from bespoke.targets.device_export import device_profiler_help, export_parts_for_device, profiler_source
+from bespoke.targets.device_export import (
+    device_profiler_help,
+    export_parts_for_device,
+    profile_parts_locally,
+    profiler_source,
+)
 from bespoke.targets.device_profiler import CSV_COLUMNS, OVERHEAD_KEY
 from bespoke.targets.measure import Measurement, summarize, time_runs
 from bespoke.targets.memory import MemoryEstimate, estimate_peak_memory
@@ -22,11 +27,12 @@ from bespoke.targets.runtimes import (
     reference_value,
     resolve_budget,
 )
-from bespoke.targets.spec import RUNTIME_NAMES, Target, load_targets, targets_from_dicts
+from bespoke.targets.spec import LATENCY_RUNTIMES, RUNTIME_NAMES, Runtime, Target, load_targets, targets_from_dicts
 from bespoke.targets.table import TableLookup, TableRow
 
 __all__ = [
     "CSV_COLUMNS",
+    "LATENCY_RUNTIMES",
     "OVERHEAD_KEY",
     "RUNTIMES",
     "RUNTIME_NAMES",
@@ -35,6 +41,7 @@ __all__ = [
     "Measurement",
     "Measurer",
     "MemoryEstimate",
+    "Runtime",
     "TableLookup",
     "TableRow",
     "Target",
@@ -49,6 +56,7 @@ __all__ = [
     "measure",
     "measure_onnx",
     "part_key",
+    "profile_parts_locally",
     "profiler_source",
     "reference_value",
     "resolve_budget",

@@ -21,6 +21,7 @@ from torch import nn
 from bespoke.errors import BespokeError
 from bespoke.targets import device_profiler
 from bespoke.targets.onnx_io import export_onnx_bytes, overhead_onnx_bytes, part_key
+from bespoke.targets.table import TableLookup
 from bespoke.utils.atomic import write_bytes, write_json, write_text
 
 PROFILER_FILE = "device_profiler.py"
@@ -108,6 +109,25 @@ def export_parts_for_device(
     write_json(out / "parts.json", manifest)
     write_text(out / "README.txt", device_profiler_help(out, threads=threads, batch=batch, repeats=repeats))
     return keys
+
+
+def profile_parts_locally(
+    parts_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    threads: int = 1,
+    repeats: int = 50,
+    warmup: int = 10,
+    batch: int = 1,
+    opt_level: str = "all",
+) -> TableLookup:
+    """Run the device profiler here, in-process (a latency table for this machine); return the table."""
+    try:
+        device_profiler.profile_dir(parts_dir, out, threads=threads, repeats=repeats, warmup=warmup, batch=batch,
+                                    opt_level=opt_level, log=lambda _line: None)
+    except device_profiler.ProfilerError as exc:
+        raise BespokeError(f"profiling {parts_dir} failed: {exc}") from None
+    return TableLookup(out)
 
 
 def _unpack(

@@ -1,0 +1,140 @@
+"""The built-in stages: teacher fine-tunes, donor fine-tunes, pruned teacher + KD per budget; each in two
+label regimes (all training labels, and only the labelled share)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+from torch import nn
+
+from bespoke.baselines import BudgetInfo, Teacher, finetune_donor, prune_and_distill
+from bespoke.bench.context import TEACHER, TEACHER_LABELLED, BenchContext
+from bespoke.bench.measuring import measure_model_dir, measurement_targets
+from bespoke.bench.preset import ENGINE_TEACHER
+from bespoke.bench.stages import StageLedger, StageRecord, run_model_stage
+from bespoke.errors import BespokeError
+from bespoke.export import ModelCard, load_model_dir
+from bespoke.targets import Target, measure
+
+
+def _suffix(labelled_only: bool, ctx: BenchContext) -> str:
+    return f" ({ctx.preset.data.label_fraction:.0%} labels)" if labelled_only else ""
+
+
+def teacher_stages(ctx: BenchContext, ledger: StageLedger) -> list[StageRecord]:
+    """Fine-tune the teacher on all labels and on the labelled share; resolve the budgets against it."""
+    spec = ctx.preset.teacher
+    records = []
+    wanted = [(False, TEACHER)]
+    if ctx.preset.label_scarce or any(ctx.preset.engine_teacher(e) == "labelled" for e in ENGINE_TEACHER):
+        wanted.append((True, TEACHER_LABELLED))
+    for labelled_only, key in wanted:
+        directory = ctx.out / "models" / key
+        ctx.teacher_dirs[key] = directory
+        method = f"teacher {spec.model}{_suffix(labelled_only, ctx)}"
+        records.append(run_model_stage(
+            ledger, key, directory, lambda lo=labelled_only, m=method, d=directory: finetune_donor(
+                spec.model, ctx.train_data(lo), ctx.preset.train_config(spec), d, method=m),
+            method=method, role="one-off", log=ctx.log))
+    if records[0].status == "failed":
+        raise BespokeError(f"the teacher could not be fine-tuned: {records[0].message}")
+    ctx.budgets.update(resolve_budgets(ctx))
+    return records
+
+
+def resolve_budgets(ctx: BenchContext) -> dict[str, float]:
+    """Absolute budget per target: relative budgets x the (all-labels) teacher's value on that target.
+
+    Targets that measure alike (runtime, threads, batch, opt level) share one reference measurement, so
+    0.7x / 0.5x / 0.35x are fractions of the same number; where the standard measurement (``measure:``) has
+    those settings, its value (the teacher's reported latency) is the reference.
+    """
+    directory = ctx.teacher_dirs[TEACHER]
+    standard = measurement_targets(ctx.preset.measure)
+    groups: dict[tuple, list[Target]] = {}
+    for target in ctx.targets:
+        if target.budget is not None:
+            groups.setdefault(_settings(target), []).append(target)
+    model = None
+    budgets = {}
+    for key, members in groups.items():
+        probe = next((s for s in standard if _settings(s) == key), max(members, key=lambda t: t.repeats))
+        if probe.runtime == "onnxruntime":  # the delivered file, measured like every model (cached in the card)
+            reference = measure_model_dir(directory, [probe], log=ctx.log).latency_ms[probe.name]
+        else:
+            model = model or load_model_dir(directory)[0]
+            reference = measure(model, probe, ctx.resolution).value
+        for target in members:
+            ctx.references[target.name] = reference
+            budgets[target.name] = float(target.resolve_budget(reference))  # type: ignore[arg-type]
+            ctx.log(f"[bench] budget {target.name}: {target.budget} x {reference:.4g} = "
+                    f"{budgets[target.name]:.4g} {target.unit}")
+    return budgets
+
+
+def _settings(target: Target) -> tuple:
+    return (target.runtime, target.threads, target.batch, target.opt_level, target.table)
+
+
+def donor_stages(ctx: BenchContext, ledger: StageLedger) -> list[StageRecord]:
+    """Fine-tune every donor on all labels and on the labelled share."""
+    records = []
+    for spec in ctx.preset.donors:
+        for labelled_only in (False, True)[:1 + ctx.preset.label_scarce]:
+            name = f"donor-{spec.model}" + ("-labelled" if labelled_only else "")
+            method = f"finetuned {spec.model}{_suffix(labelled_only, ctx)}"
+            directory = ctx.out / "models" / name
+            records.append(run_model_stage(
+                ledger, name, directory, lambda s=spec, lo=labelled_only, m=method, d=directory: finetune_donor(
+                    s.model, ctx.train_data(lo), ctx.preset.train_config(s), d, method=m, engine="baseline-donor"),
+                method=method, role="one-off", log=ctx.log))
+    return records
+
+
+def pruned_stages(ctx: BenchContext, ledger: StageLedger) -> list[StageRecord]:
+    """Prune each teacher to every budget and retrain with KD from it (on the same labels it saw)."""
+    loaded: dict[str, Teacher] = {}  # teachers load on first use: a fully resumed run never loads them
+
+    def teacher(key: str) -> Teacher:
+        if key not in loaded:
+            model, card = load_model_dir(ctx.teacher_dirs[key])
+            loaded[key] = Teacher(model=model, arch_config=card.arch_config, arch=card.arch, mean=card.mean,
+                                  std=card.std)
+        return loaded[key]
+
+    if not ctx.preset.pruned.enabled:
+        return []
+    records = []
+    for labelled_only, key in ((False, TEACHER), (True, TEACHER_LABELLED))[:1 + ctx.preset.label_scarce]:
+        done = ledger.get(key)
+        if done is None or done.status not in ("done", "skipped"):
+            continue
+        method = f"pruned+KD{_suffix(labelled_only, ctx)}"
+        for target in ctx.targets:
+            if target.name not in ctx.budgets:
+                continue
+            name = f"pruned-{target.name}" + ("-labelled" if labelled_only else "")
+            directory = ctx.out / "models" / name
+            make = _pruned_maker(ctx, partial(teacher, key), target, labelled_only, method, directory)
+            records.append(run_model_stage(ledger, name, directory, make, method=method, role="per-target",
+                                           target=target.name, uses=[key], log=ctx.log))
+    return records
+
+
+def _pruned_maker(ctx: BenchContext, get_teacher: Callable[[], Teacher], target: Target, labelled_only: bool,
+                  method: str, directory: Path) -> Callable[[], ModelCard]:
+    def measure_value(model: nn.Module) -> float:
+        return measure(model, target, ctx.resolution).value
+
+    def make() -> ModelCard:
+        budget = BudgetInfo(target=target.name, text=str(target.budget), value=ctx.budgets[target.name],
+                            unit=target.unit)
+        teacher = replace(get_teacher(), value=ctx.references.get(target.name))  # saves the ratio-0 probe
+        return prune_and_distill(teacher, ctx.train_data(labelled_only), ctx.preset.pruned_config(),
+                                 directory, measure=measure_value, budget=budget, search=ctx.preset.pruned.search,
+                                 method=method)
+
+    return make

@@ -1,0 +1,111 @@
+"""The two engines as benchmark stages: the block engine (``bespoke.search``) and TOFA (``bespoke.supernet``).
+
+Both get the benchmark's targets with *absolute* budgets (the bench's reference measurement of the teacher),
+so every method aims at the same number. The engine packages are imported when their stage runs: an engine
+that does not import makes only its own stage fail, never the baselines.
+
+Settings come from the preset's ``bespoke:`` / ``tofa:`` sections (keys checked by the preset):
+
+* ``bespoke``: ``teacher`` (``all`` | ``labelled``, default ``all``), ``donors``, ``size``, ``max_span``,
+  ``distill_steps``, ``seed``, ``anneal`` (AnnealConfig), ``retrain`` (FinetuneConfig) — see
+  ``bespoke.search.run_block_engine``;
+* ``tofa``: ``teacher`` (default ``labelled``: the semi-supervised engine sees only the labelled share's
+  labels), ``space`` (SpaceOptions), ``train`` (SupernetTrainConfig), ``select`` (SelectConfig).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from bespoke.bench.context import BenchContext
+from bespoke.bench.engines import register_engine_stage
+from bespoke.errors import BespokeError
+from bespoke.export import CARD, read_card, update_card
+from bespoke.targets import Budget, Target
+from bespoke.train import FinetuneConfig
+
+
+def absolute_targets(ctx: BenchContext) -> list[Target]:
+    """The benchmark's budget targets with their budgets resolved to absolute values (as the bench did)."""
+    out = []
+    for target in ctx.targets:
+        if target.name not in ctx.budgets:
+            continue
+        value = ctx.budgets[target.name]
+        text = f"{value:.6g}ms" if target.unit == "ms" else f"{value:.6g}"
+        out.append(target.model_copy(update={"budget": Budget.parse(text)}))
+    return out
+
+
+def _teacher(ctx: BenchContext, engine: str) -> tuple[Path, bool]:
+    """The teacher directory an engine asked for (``teacher: all | labelled``; the preset checked the value)."""
+    labelled = ctx.preset.engine_teacher(engine) == "labelled"
+    return ctx.teacher(labelled_only=labelled), labelled
+
+
+def _label(ctx: BenchContext, dirs: list[Path], method: str) -> list[Path]:
+    """Give the engine's cards the benchmark's method label and budget as written (``0.5x``; the engine was
+    given its absolute value, which stays in ``budget_resolved``)."""
+    written = {t.name: str(t.budget) for t in ctx.targets if t.budget is not None}
+    for d in dirs:
+        card = read_card(d)
+        fields = {"method": method, "budget": written.get(card.target or "", card.budget)}
+        if any(getattr(card, k, None) != v for k, v in fields.items()):
+            update_card(d, **fields)
+    return dirs
+
+
+def _delivered(out: Path, targets: list[Target], exc: BespokeError, ctx: BenchContext) -> list[Path]:
+    """The target directories under ``out`` that hold a card; re-raise ``exc`` when there are none."""
+    dirs = [out / t.name for t in targets if (out / t.name / CARD).is_file()]
+    if not dirs:
+        raise exc
+    ctx.log(f"[bench] engine delivered {len(dirs)} of {len(targets)} target(s): {exc}")
+    return dirs
+
+
+def block_engine_stage(ctx: BenchContext) -> list[Path]:
+    """House + block distillation + annealing search + KD retraining, one model per target."""
+    search = importlib.import_module("bespoke.search")
+    s = ctx.engine_settings("bespoke")
+    teacher, labelled = _teacher(ctx, "bespoke")
+    kwargs = {k: s[k] for k in ("donors", "size", "max_span", "distill_steps", "seed") if k in s}
+    targets, out = absolute_targets(ctx), ctx.stage_dir("bespoke")
+    try:
+        dirs = search.run_block_engine(
+            teacher, targets, data=ctx.splits, out=out,
+            anneal_config=search.AnnealConfig(**s["anneal"]) if "anneal" in s else None,
+            retrain=FinetuneConfig(**s["retrain"]) if "retrain" in s else None, **kwargs)
+    except BespokeError as exc:  # a budget the house cannot reach: keep the targets already delivered
+        dirs = _delivered(out, targets, exc, ctx)
+    suffix = f" ({ctx.preset.data.label_fraction:.0%} labels teacher)" if labelled else ""
+    return _label(ctx, [Path(d) for d in dirs], f"bespoke block engine{suffix}")
+
+
+def supernet_engine_stage(ctx: BenchContext) -> list[Path]:
+    """TOFA: one supernet trained semi-supervised, then a subnet per target (no per-target training)."""
+    supernet = importlib.import_module("bespoke.supernet")
+    s = ctx.engine_settings("tofa")
+    teacher, _ = _teacher(ctx, "tofa")
+    data = ctx.preset.data.load_kwargs()
+    out = ctx.stage_dir("tofa")
+    job = supernet.SupernetJob(
+        teacher=str(teacher), data=ctx.preset.data.spec, labels=ctx.preset.data.label_fraction,
+        resolution=ctx.resolution, train_limit=data["train_limit"], val_fraction=data["val_fraction"],
+        test_limit=data["test_limit"], out=out / "supernet", space=s.get("space", {}),
+        train={"seed": ctx.preset.data.seed, **s.get("train", {})})
+    supernet.train_supernet(job)
+    try:
+        result = supernet.select_subnets(out / "supernet", absolute_targets(ctx), out / "models",
+                                         config=supernet.SelectConfig(**s.get("select", {})))
+        dirs = [Path(c.model_dir) for c in result.choices]
+    except BespokeError as exc:  # some budgets infeasible: keep the targets it did deliver
+        dirs = _delivered(out / "models", absolute_targets(ctx), exc, ctx)
+    return _label(ctx, dirs, f"tofa supernet ({ctx.preset.data.label_fraction:.0%} labels)")
+
+
+def register_builtin_engines() -> None:
+    """Register both engine stages under the names the benchmark expects (``bespoke``, ``tofa``)."""
+    register_engine_stage("bespoke", block_engine_stage)
+    register_engine_stage("tofa", supernet_engine_stage)

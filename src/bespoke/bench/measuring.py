@@ -1,0 +1,58 @@
+"""Measure every delivered model the same way after export: the exported ``model.onnx`` on ONNX Runtime.
+
+Latency is stored in the card (``latency_ms[key]`` = median, ``latency[key]`` = the full measurement), so a
+resumed benchmark does not measure a model twice. Test accuracy comes from the card; a card without one is
+evaluated on the benchmark's test split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from torch.utils.data import DataLoader, Dataset
+
+from bespoke.bench.preset import MeasureSection
+from bespoke.data import TransformedDataset, build_transform
+from bespoke.export import ONNX, ModelCard, load_model_dir, read_card, update_card
+from bespoke.report import LATENCY_1T, LATENCY_2T
+from bespoke.targets import Target, measure_onnx
+from bespoke.train import evaluate
+
+_STANDARD_KEYS = {1: LATENCY_1T, 2: LATENCY_2T}
+
+
+def latency_key(threads: int) -> str:
+    """The ``card.latency_ms`` key of the standard measurement at ``threads`` threads (``ort-cpu-1t`` ...)."""
+    return _STANDARD_KEYS.get(threads, f"ort-cpu-{threads}t")
+
+
+def measurement_targets(settings: MeasureSection) -> list[Target]:
+    """The standard measurements: ONNX Runtime, CPU, batch 1, one target per thread count."""
+    return [Target(name=latency_key(t), runtime="onnxruntime", threads=t, batch=1, warmup=settings.warmup,
+                   repeats=settings.repeats, description=f"ONNX Runtime CPU, batch 1, {t} thread(s)")
+            for t in settings.threads]
+
+
+def measure_model_dir(directory: str | Path, targets: Sequence[Target], *, test_set: Dataset | None = None,
+                      log: Callable[[str], None] = print) -> ModelCard:
+    """Fill the card's latency for each of ``targets`` (and accuracy, when missing) unless already there."""
+    directory = Path(directory)
+    card = read_card(directory)
+    latency_ms, latency = {}, {}
+    for target in targets:
+        if target.name in card.latency_ms:
+            continue
+        m = measure_onnx(directory / ONNX, target)
+        latency_ms[target.name] = round(m.value, 4)
+        latency[target.name] = m.model_dump()
+        log(f"[bench] {directory.name}: {target.name} {m.value:.3f} ms (spread {m.spread:.0%})")
+    if latency_ms:
+        card = update_card(directory, latency_ms=latency_ms, latency=latency)
+    if card.accuracy is None and test_set is not None:
+        model, _ = load_model_dir(directory)
+        tf = build_transform("eval", card.mean, card.std)
+        result = evaluate(model, DataLoader(TransformedDataset(test_set, tf), batch_size=256))
+        card = update_card(directory, accuracy=result.accuracy, accuracy_split="test")
+        log(f"[bench] {directory.name}: test top-1 {result.accuracy:.4f}")
+    return card

@@ -1,0 +1,204 @@
+"""Benchmark presets: one YAML file (package data ``bespoke/presets/<name>.yaml``) with a ``smoke:`` overlay.
+
+The ``smoke`` mapping is deep-merged over the rest (mappings merge key by key, anything else is replaced)
+when ``--smoke`` is given. Both the full and the smoke preset are validated: unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bespoke.baselines import PruneSettings
+from bespoke.errors import BespokeError
+from bespoke.targets import Target
+from bespoke.train import FinetuneConfig
+
+_Strict = ConfigDict(extra="forbid")
+
+#: keys of the engine sections (their nested recipes are validated by the engines when their stage runs)
+ENGINE_KEYS: dict[str, frozenset[str]] = {
+    "bespoke": frozenset({"teacher", "donors", "size", "max_span", "distill_steps", "seed", "anneal", "retrain"}),
+    "tofa": frozenset({"teacher", "space", "train", "select"}),
+}
+#: which teacher each engine distils from when its section does not say (``all`` or ``labelled`` labels)
+ENGINE_TEACHER: dict[str, str] = {"bespoke": "all", "tofa": "labelled"}
+
+
+class DataSection(BaseModel):
+    """Which data, at which resolution, how many images, and how many of the training labels are kept."""
+
+    model_config = _Strict
+
+    spec: str = Field("fashion-mnist", description="load_dataset spec: fashion-mnist | ImageFolder | CIFAR dir")
+    resolution: int = Field(64, ge=16, le=1024)
+    train_images: int = Field(12_000, ge=1, description="training images (validation images come on top)")
+    val_images: int = Field(1_200, ge=0, description="validation images carved from the training pool")
+    test_images: int | None = Field(None, ge=1, description="test images (None: the full test split)")
+    label_fraction: float = Field(0.1, gt=0, le=1, description="labelled share for the label-scarce runs")
+    seed: int = 0
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """``load_dataset`` arguments giving exactly ``train_images`` train and ``val_images`` val images."""
+        pool = self.train_images + self.val_images
+        return {"resolution": self.resolution, "seed": self.seed, "train_limit": pool,
+                "val_fraction": self.val_images / pool, "test_limit": self.test_images}
+
+
+class ModelSpec(BaseModel):
+    """A zoo model and overrides of the shared fine-tuning recipe for it."""
+
+    model_config = _Strict
+
+    model: str
+    train: dict[str, Any] = Field(default_factory=dict, description="keys of FinetuneConfig overriding recipe")
+
+
+class PrunedSection(BaseModel):
+    """The pruned-teacher + KD baseline."""
+
+    model_config = _Strict
+
+    enabled: bool = Field(True, description="run this baseline")
+    kd_weight: float = Field(0.7, gt=0, le=1)
+    kd_temperature: float = Field(4.0, gt=0)
+    train: dict[str, Any] = Field(default_factory=dict, description="keys of FinetuneConfig overriding recipe")
+    search: PruneSettings = Field(default_factory=PruneSettings)
+
+
+class MeasureSection(BaseModel):
+    """How every delivered model's ``model.onnx`` is timed (ONNX Runtime, CPU, batch 1)."""
+
+    model_config = _Strict
+
+    threads: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
+    warmup: int = Field(10, ge=0)
+    repeats: int = Field(100, ge=1)
+
+    @field_validator("threads")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(t < 1 for t in value) or len(set(value)) != len(value):
+            raise ValueError("threads must be distinct integers >= 1")
+        return value
+
+
+class BenchPreset(BaseModel):
+    """A whole benchmark: data, recipe, teacher, donors, baseline, targets, measurement, engine settings."""
+
+    model_config = _Strict
+
+    name: str
+    description: str = ""
+    data: DataSection = Field(default_factory=DataSection)
+    recipe: FinetuneConfig = Field(default_factory=FinetuneConfig, description="shared fine-tuning recipe")
+    teacher: ModelSpec
+    donors: list[ModelSpec] = Field(default_factory=list)
+    label_scarce: bool = Field(True, description="also train every baseline on the labelled share only")
+    pruned: PrunedSection = Field(default_factory=PrunedSection)
+    targets: list[Target] = Field(min_length=1, description="budget targets (relative budgets: x teacher)")
+    measure: MeasureSection = Field(default_factory=MeasureSection)
+    bespoke: dict[str, Any] = Field(default_factory=dict, description="passed through to the block engine")
+    tofa: dict[str, Any] = Field(default_factory=dict, description="passed through to the supernet engine")
+    smoke: dict[str, Any] = Field(default_factory=dict, description="overlay for --smoke (tiny run)")
+
+    @model_validator(mode="after")
+    def _check(self) -> BenchPreset:
+        for spec in [self.teacher, *self.donors]:
+            self.train_config(spec)  # a typo in an override fails now, not hours into the run
+        self.pruned_config()
+        for engine, allowed in ENGINE_KEYS.items():
+            section = getattr(self, engine)
+            unknown = sorted(set(section) - allowed)
+            if unknown:
+                raise ValueError(f"{engine}: unknown key(s) {', '.join(unknown)}; "
+                                 f"allowed: {', '.join(sorted(allowed))}")
+            if section.get("teacher", "all") not in ("all", "labelled"):
+                raise ValueError(f"{engine}.teacher must be 'all' or 'labelled'")
+        names = [t.name for t in self.targets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate target names in {names}")
+        return self
+
+    def engine_teacher(self, engine: str) -> str:
+        """``all`` or ``labelled``: the teacher engine ``engine`` distils from."""
+        section = getattr(self, engine, None) or {}
+        return str(section.get("teacher", ENGINE_TEACHER.get(engine, "all")))
+
+    def train_config(self, spec: ModelSpec) -> FinetuneConfig:
+        """The recipe for ``spec``: the shared ``recipe`` with its own overrides."""
+        return FinetuneConfig.model_validate({**self.recipe.model_dump(), **spec.train})
+
+    def pruned_config(self) -> FinetuneConfig:
+        """The KD retraining recipe of the pruned baseline."""
+        return FinetuneConfig.model_validate({**self.recipe.model_dump(), **self.pruned.train,
+                                              "kd_weight": self.pruned.kd_weight,
+                                              "kd_temperature": self.pruned.kd_temperature})
+
+
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``overlay`` over ``base``: nested mappings merge key by key, other values (lists too) are replaced."""
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def preset_path(preset: str | Path) -> Path:
+    """A preset name (``fashion-mnist``) resolved in the package's presets, or a path to a YAML file."""
+    candidate = Path(preset)
+    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
+        if not candidate.is_file():
+            raise BespokeError(f"preset file not found: {candidate}", "give a preset name or a YAML path")
+        return candidate
+    packaged = Path(str(resources.files("bespoke") / "presets" / f"{preset}.yaml"))
+    if not packaged.is_file():
+        raise BespokeError(f"unknown preset {preset!r}", f"known: {', '.join(list_presets())}, or a YAML path")
+    return packaged
+
+
+def list_presets() -> list[str]:
+    """Names of the benchmark presets shipped with the package (YAML files with a ``teacher:`` key)."""
+    root = Path(str(resources.files("bespoke") / "presets"))
+    names = []
+    for path in sorted(root.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(doc, dict) and "teacher" in doc:
+            names.append(path.stem)
+    return names
+
+
+def load_preset(preset: str | Path, *, smoke: bool = False) -> BenchPreset:
+    """Read and validate a preset; with ``smoke`` its ``smoke:`` overlay is applied (and validated too)."""
+    path = preset_path(preset)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise BespokeError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})", "fix the file") from None
+    if not isinstance(doc, dict):
+        raise BespokeError(f"{path} must hold a mapping", "see src/bespoke/presets/fashion-mnist.yaml")
+    full = validate_preset(doc, path, "")
+    if not smoke:
+        return full
+    overlay = dict(full.smoke)
+    if "smoke" in overlay:
+        raise BespokeError(f"{path}: 'smoke' cannot contain 'smoke'")
+    return validate_preset(deep_merge(doc, overlay), path, " (with its smoke overlay)")
+
+
+def validate_preset(doc: dict[str, Any], path: Path, what: str) -> BenchPreset:
+    try:
+        return BenchPreset.model_validate(doc)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in err["loc"]) or "preset"
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise BespokeError(f"{path}{what}: {where}: {err['msg']}{more}", "fix the preset; unknown keys are errors"
+                           ) from None

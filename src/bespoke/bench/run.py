@@ -1,0 +1,110 @@
+"""``run_bench``: the whole benchmark, resumable stage by stage (see ``benchmarks/README.md``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bespoke.bench.baseline_stages import donor_stages, pruned_stages, teacher_stages
+from bespoke.bench.context import BenchContext
+from bespoke.bench.costs import MethodCost, method_costs
+from bespoke.bench.engines import EXPECTED_ENGINES, EngineStage, engine_stages, missing_reason, run_engine_stage
+from bespoke.bench.measuring import measure_model_dir, measurement_targets
+from bespoke.bench.preset import BenchPreset, load_preset
+from bespoke.bench.results import write_results
+from bespoke.bench.stages import StageLedger, StageRecord
+from bespoke.data import load_dataset, split_labelled
+from bespoke.errors import BespokeError
+from bespoke.report import ResultRow, row_from_card
+from bespoke.utils.atomic import write_json
+
+PRESET_SNAPSHOT = "preset.json"
+
+
+@dataclass
+class BenchResults:
+    """What ``run_bench`` produced: result rows, stage records, costs, engine status and the output files."""
+
+    out: Path
+    rows: list[ResultRow]
+    records: list[StageRecord]
+    costs: list[MethodCost]
+    engines: dict[str, dict[str, str]]
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def run_bench(preset: str | Path | BenchPreset = "fashion-mnist", out: str | Path = "benchmarks/results",
+              smoke: bool = False, *, engines: Mapping[str, EngineStage] | None = None,
+              log: Callable[[str], None] = print) -> BenchResults:
+    """Run (or resume) the benchmark ``preset`` into ``out``; write results.json, results.md, pareto.png.
+
+    Every stage is skipped when its model directory is complete, so running the same command again after an
+    interruption continues where it stopped. ``engines`` defaults to the registered engine stages.
+    """
+    spec = preset if isinstance(preset, BenchPreset) else load_preset(preset, smoke=smoke)
+    out = Path(out)
+    _claim_out_dir(out, spec, smoke)
+    ctx = _make_context(spec, out, smoke, log)
+    ledger = StageLedger(out / "stages.json")
+    records = teacher_stages(ctx, ledger) + donor_stages(ctx, ledger) + pruned_stages(ctx, ledger)
+    engine_status: dict[str, dict[str, str]] = {}
+    stages = dict(engine_stages() if engines is None else engines)
+    for name in dict.fromkeys([*EXPECTED_ENGINES, *stages]):
+        if name not in stages:
+            why = "not selected for this run" if name in engine_stages() else missing_reason(name)
+            engine_status[name] = {"status": "not run", "message": why}
+            log(f"[bench] {engine_status[name]['message']}")
+            continue
+        engine_records = run_engine_stage(ledger, name, stages[name], ctx)
+        records += engine_records
+        head = engine_records[0]
+        engine_status[name] = {"status": head.status, "message": head.message}
+    rows = _measure_all(ctx, records)
+    costs = method_costs(records)
+    units = {t.name: t.unit for t in ctx.targets}
+    write_results(out, preset=spec, smoke=smoke, rows=rows, records=records, costs=costs, budgets=ctx.budgets,
+                  units=units, engines=engine_status)
+    log(f"[bench] wrote {out / 'results.md'}")
+    files = {k: out / k for k in ("results.json", "results.md", "pareto.png")}
+    return BenchResults(out=out, rows=rows, records=records, costs=costs, engines=engine_status, files=files)
+
+
+def _claim_out_dir(out: Path, spec: BenchPreset, smoke: bool) -> None:
+    """Refuse to resume into a directory made with another preset (mixing runs would corrupt the results).
+
+    Engine sections are left out: an engine stage reruns by itself when its settings change.
+    """
+    preset = spec.model_dump(mode="json", exclude={"smoke", "bespoke", "tofa", "description"})
+    snapshot: dict[str, Any] = {"smoke": smoke, "preset": preset}
+    path = out / PRESET_SNAPSHOT
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous != json.loads(json.dumps(snapshot)):
+            raise BespokeError(f"{out} holds a benchmark run with other settings (see {path})",
+                               "use another --out, or delete that directory to start over")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, snapshot)
+
+
+def _make_context(spec: BenchPreset, out: Path, smoke: bool, log: Callable[[str], None]) -> BenchContext:
+    splits = load_dataset(spec.data.spec, **spec.data.load_kwargs())
+    labelled, unlabelled = split_labelled(splits.train, spec.data.label_fraction, spec.data.seed)
+    log(f"[bench] data {splits.name}: train {len(splits.train)} ({len(labelled)} labelled), "  # type: ignore[arg-type]
+        f"val {len(splits.val)}, test {len(splits.test)}, {spec.data.resolution} px")  # type: ignore[arg-type]
+    return BenchContext(preset=spec, out=out, smoke=smoke, splits=splits, labelled=labelled, unlabelled=unlabelled,
+                        targets=list(spec.targets), log=log)
+
+
+def _measure_all(ctx: BenchContext, records: list[StageRecord]) -> list[ResultRow]:
+    """Measure every delivered model once (cached in its card) and return the result rows in stage order."""
+    targets = measurement_targets(ctx.preset.measure)
+    directories = dict.fromkeys(d for r in records if r.status in ("done", "skipped") for d in r.dirs)
+    rows = []
+    for directory in directories:
+        card = measure_model_dir(directory, targets, test_set=ctx.splits.test, log=ctx.log)
+        rows.append(row_from_card(card, directory))
+    return rows

@@ -1,0 +1,53 @@
+"""The model house: alternatives for every teacher span, stored as JSON recipes + safetensors weights.
+
+Kinds: donor spans of public pretrained networks (with 1x1 adapters), the teacher's own spans pruned
+(Torch-Pruning, internal channels only), low-rank (SVD of dense convs), or skipped. ``plan`` proposes and samples
+them; :class:`House` stores, rebuilds and loads them; :mod:`bespoke.house.student` assembles students. Training
+(block distillation) is :mod:`bespoke.distill`; building end to end is :func:`bespoke.search.build_house`.
+"""
+
+from bespoke.house.alternatives import KINDS, ProposalContext, build_alternative, make_kind
+from bespoke.house.house import House, HouseMeta
+from bespoke.house.index import Entry, HouseIndex
+from bespoke.house.module import Alternative
+from bespoke.house.plan import DEFAULT_KIND_WEIGHTS, propose_all, sample
+from bespoke.house.recipe import AdapterSpec, PruneStep, Recipe
+from bespoke.house.sources import TEACHER, SourceSet, build_time_sources, donor_arch_config, structural_sources
+from bespoke.house.student import (
+    STUDENT_BUILDER,
+    Student,
+    assemble_student,
+    build_student,
+    student_arch_config,
+)
+from bespoke.house.teacher import TeacherInfo, resolve_teacher
+
+__all__ = [
+    "DEFAULT_KIND_WEIGHTS",
+    "KINDS",
+    "STUDENT_BUILDER",
+    "TEACHER",
+    "AdapterSpec",
+    "Alternative",
+    "Entry",
+    "House",
+    "HouseIndex",
+    "HouseMeta",
+    "ProposalContext",
+    "PruneStep",
+    "Recipe",
+    "SourceSet",
+    "Student",
+    "TeacherInfo",
+    "assemble_student",
+    "build_alternative",
+    "build_student",
+    "build_time_sources",
+    "donor_arch_config",
+    "make_kind",
+    "propose_all",
+    "resolve_teacher",
+    "sample",
+    "structural_sources",
+    "student_arch_config",
+]

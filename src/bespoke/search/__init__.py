@@ -1,0 +1,49 @@
+"""Search and delivery for the block engine (Bespoke, Lee & Moon, AAAI 2023).
+
+Step by step from a notebook::
+
+    house = build_house("runs/ft-lite2", donors=["efficientnet_lite0", "mobilenet_v2"], data="fashion-mnist",
+                        out="runs/house", size=200)
+    found = search_target(house, target)                     # latency table + simulated annealing
+    student, result = retrain_student(house, found.alternatives, out_dir="runs/work/cpu1")
+    card = deliver(house, target, found, student, result, "runs/students/cpu1")
+
+or all targets at once: ``search_and_deliver(house, "targets.yaml", out="runs/students")``.
+"""
+
+from bespoke.search.annealing import AnnealConfig, Candidate, Problem, SearchResult, anneal, check_feasible
+from bespoke.search.build import DEFAULT_DONORS, build_house, distill_pending
+from bespoke.search.deliver import DEFAULT_RETRAIN, deliver, retrain_student, run_block_engine, search_and_deliver
+from bespoke.search.estimator import AccuracyEstimator, Estimate
+from bespoke.search.latency import LatencyTable, build_latency_table, export_house_parts, load_table
+from bespoke.search.measure import measure_call_overhead, measure_part, measure_whole
+from bespoke.search.select import TargetSearch, make_problem, search_target
+
+__all__ = [
+    "DEFAULT_DONORS",
+    "DEFAULT_RETRAIN",
+    "AccuracyEstimator",
+    "AnnealConfig",
+    "Candidate",
+    "Estimate",
+    "LatencyTable",
+    "Problem",
+    "SearchResult",
+    "TargetSearch",
+    "anneal",
+    "build_house",
+    "build_latency_table",
+    "check_feasible",
+    "deliver",
+    "distill_pending",
+    "export_house_parts",
+    "load_table",
+    "make_problem",
+    "measure_call_overhead",
+    "measure_part",
+    "measure_whole",
+    "retrain_student",
+    "run_block_engine",
+    "search_and_deliver",
+    "search_target",
+]

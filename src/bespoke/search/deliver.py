@@ -1,0 +1,163 @@
+"""Retrain a searched student with knowledge distillation, export it as a model directory, measure it.
+
+``search_and_deliver`` runs search -> retrain -> deliver for every target; it is resumable per target (a target
+whose directory has a card is skipped; the search result and the retraining checkpoint live in
+``OUT/.work/<target>/``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from bespoke.data import DataSplits
+from bespoke.export import CARD, ONNX, ModelCard, read_card, save_model_dir, update_card
+from bespoke.export import export_onnx_bytes as export_dynamic_onnx
+from bespoke.house import House, assemble_student, student_arch_config
+from bespoke.search.annealing import AnnealConfig
+from bespoke.search.build import build_house
+from bespoke.search.data import house_splits
+from bespoke.search.measure import measure_whole, sample_alternating
+from bespoke.search.select import TargetSearch, search_target
+from bespoke.targets import Measurement, Target, load_targets, measure
+from bespoke.train import FinetuneConfig, FinetuneResult, finetune
+from bespoke.utils.atomic import write_json
+
+log = logging.getLogger(__name__)
+WORK_DIR = ".work"
+DEFAULT_RETRAIN = FinetuneConfig(epochs=3, lr=5e-4, kd_weight=0.7, kd_temperature=4.0, weight_decay=0.01)
+
+
+def retrain_student(house: House, alternatives: Sequence[str], *, data: DataSplits | str | None = None,
+                    out_dir: str | Path, config: FinetuneConfig | None = None) -> tuple[nn.Module, FinetuneResult]:
+    """Assemble the student and fine-tune it (cross-entropy + KD from the house's teacher). Resumable.
+
+    The result's accuracy is top-1 on the test split.
+    """
+    splits = house_splits(house, data)
+    student = assemble_student(house, list(alternatives))
+    meta = house.meta.teacher
+    result = finetune(student, splits.train, splits.test, config or DEFAULT_RETRAIN, mean=meta.mean, std=meta.std,
+                      out_dir=out_dir, teacher=house.teacher_model(), stage="retrain")
+    return student.eval(), result
+
+
+def deliver(house: House, target: Target, search: TargetSearch, student: nn.Module, result: FinetuneResult | None,
+            out_dir: str | Path, *, cost_cpu_s: dict[str, float] | None = None) -> ModelCard:
+    """Write ``out_dir`` (model.safetensors, verified model.onnx, card.json) and measure the exported model on
+    ``target``; the card holds the budget, the predicted and the measured value.
+
+    The model is measured in alternation with the teacher. ``latency_pred_ms`` is the latency table's prediction
+    scaled by (teacher now / teacher in the table), which removes machine-speed drift since the table was
+    measured; ``predicted_value_table`` keeps the raw prediction. The budget is judged on the same scale
+    (``budget_now`` = budget x teacher now / teacher in the table), as during the search.
+    """
+    meta = house.meta.teacher
+    arch_name = meta.arch_config.get("name", meta.arch_config.get("builder", "teacher"))
+    provenance = {
+        "house": str(house.root.resolve()),
+        "alternatives": [{"id": a, "recipe": house.index.get(a).recipe.label, **house.index.get(a).provenance}
+                         for a in search.alternatives],
+        "search": {k: v for k, v in search.to_dict().items() if k != "rounds"},
+        "search_rounds": search.rounds,
+        "teacher": meta.source,
+    }
+    card = ModelCard(
+        arch=f"bespoke-block:{arch_name}", arch_config=student_arch_config(house, search.alternatives),
+        engine="bespoke", num_classes=meta.num_classes, classes=list(meta.classes), resolution=meta.resolution,
+        mean=meta.mean, std=meta.std, accuracy=result.accuracy if result else None, target=target.name,
+        budget=search.budget, budget_resolved=search.budget_resolved, budget_unit=search.unit,
+        cost_cpu_s=dict(cost_cpu_s or {}), provenance=provenance,
+    )
+    out_dir = Path(out_dir)
+    card = save_model_dir(out_dir, student, card)
+    measurement, teacher_now = _measure_delivered(house, target, student, out_dir)
+    drift = teacher_now / search.teacher_value if search.teacher_value > 0 else 1.0
+    budget_now = search.budget_resolved * drift  # the budget on today's scale of the machine
+    fields: dict[str, Any] = {
+        "latency": {target.name: measurement.model_dump()},
+        "meets_budget": measurement.value <= budget_now,
+        "measured_value": measurement.value,
+        "predicted_value": search.predicted * drift,
+        "predicted_value_table": search.predicted,
+        "teacher_value_now": teacher_now,
+        "budget_now": budget_now,
+    }
+    if measurement.unit == "ms":
+        fields["latency_ms"] = {target.name: round(measurement.value, 4)}
+        fields["latency_pred_ms"] = search.predicted * drift
+        fields["prediction_error"] = (search.predicted * drift - measurement.value) / measurement.value
+    return update_card(out_dir, **fields)
+
+
+def _measure_delivered(house: House, target: Target, student: nn.Module, out_dir: Path) -> tuple[Measurement, float]:
+    """The exported model on ``target`` and the teacher measured alongside it (alternating, for onnxruntime).
+
+    Relative budgets and latency predictions are fractions of the teacher; measuring both together keeps them
+    fair on a machine whose speed drifts.
+    """
+    if target.runtime != "onnxruntime":
+        return measure(student, target, house.resolution), measure_whole(house.teacher_model(), target,
+                                                                         house.resolution)
+    r = house.resolution
+    samples = sample_alternating({"student": (out_dir / ONNX).read_bytes(),
+                                       "teacher": export_dynamic_onnx(house.teacher_model(), (1, 3, r, r))}, target)
+    details = {"source": str(out_dir / ONNX), "threads": target.threads, "opt_level": target.opt_level,
+               "warmup": target.warmup, "timed": "warm, alternating with the teacher (A B A B)"}
+    return (Measurement.from_samples(samples["student"], runtime="onnxruntime", details=details),
+            float(np.median(samples["teacher"])))
+
+
+def search_and_deliver(house: House | str | Path, targets: Sequence[Target] | str | Path, *, out: str | Path,
+                       data: DataSplits | str | None = None, anneal_config: AnnealConfig | None = None,
+                       retrain: FinetuneConfig | None = None, eval_images: int = 256, margin: float = 0.05
+                       ) -> list[ModelCard]:
+    """For every target: search, retrain with KD, export to ``out/<target>/``. Returns the cards."""
+    house = house if isinstance(house, House) else House.open(house)
+    targets = load_targets(targets) if isinstance(targets, (str, Path)) else list(targets)
+    out = Path(out)
+    splits = house_splits(house, data)
+    cards = []
+    for target in targets:
+        target_dir, work = out / target.name, out / WORK_DIR / target.name
+        if (target_dir / CARD).is_file():
+            cards.append(read_card(target_dir))
+            continue
+        search_file = work / "search.json"
+        if search_file.is_file():
+            search = TargetSearch.from_dict(json.loads(search_file.read_text()))
+        else:
+            search = search_target(house, target, data=splits, anneal_config=anneal_config,
+                                   eval_images=eval_images, margin=margin)
+            write_json(search_file, search.to_dict())
+        log.info("target %s: %d alternatives, predicted %.4g %s (budget %.4g)", target.name,
+                 len(search.alternatives), search.predicted, search.unit, search.budget_resolved)
+        student, result = retrain_student(house, search.alternatives, data=splits, out_dir=work, config=retrain)
+        costs = {"search": search.cpu_s, "retrain": result.cpu_s,
+                 "house (shared by all targets)": float(sum(house.index.cost_cpu_s.values()))}
+        cards.append(deliver(house, target, search, student, result, target_dir, cost_cpu_s=costs))
+    return cards
+
+
+def run_block_engine(teacher: str | Path, targets: Sequence[Target] | str | Path, *, data: DataSplits | str,
+                     out: str | Path, donors: Sequence[str] = ("efficientnet_lite0", "mobilenet_v2"),
+                     size: int = 100, max_span: int = 3, distill_steps: int = 200, seed: int = 0,
+                     train_limit: int | None = None, test_limit: int | None = None,
+                     anneal_config: AnnealConfig | None = None, retrain: FinetuneConfig | None = None) -> list[Path]:
+    """The whole block engine: house in ``out/house``, one model directory per target in ``out/<target>``.
+
+    What an engine stage of ``bespoke demo`` calls; resumable like its parts.
+    """
+    targets = load_targets(targets) if isinstance(targets, (str, Path)) else list(targets)
+    house = build_house(teacher, donors=list(donors), data=data, out=Path(out) / "house", targets=targets,
+                        size=size, max_span=max_span, distill_steps=distill_steps, seed=seed,
+                        train_limit=train_limit, test_limit=test_limit)
+    cards = search_and_deliver(house, targets, out=out, data=data if isinstance(data, DataSplits) else None,
+                               anneal_config=anneal_config, retrain=retrain)
+    return [Path(out) / str(card.target) for card in cards]

@@ -1,0 +1,160 @@
+"""Measuring parts of a network (any input shape) on a target with bespoke.targets' protocol.
+
+``bespoke.targets.measure`` measures whole models on ``[batch, 3, R, R]`` images. A part (a teacher segment, an
+alternative with its adapters) takes an activation of another shape, so it is exported to ONNX at that shape.
+
+onnxruntime parts are timed one after the other, each warm (its own warm-up, then ``target.repeats`` timed
+runs, median), exactly as a whole model is. Timing parts round-robin instead inflates small parts by ~1.7x
+(cold caches) and breaks additivity, so drift of the machine's speed is handled with an *anchor*: the whole
+teacher is timed before the first part and again every few parts, and each part is scaled by the teacher's
+first time over its time nearest to the part. Session settings, inputs and the timing loop are
+``bespoke.targets.device_profiler``'s. Counting runtimes (macs, params, memory) count at the part's shape;
+torch times the module at that shape.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bespoke.errors import BespokeError
+from bespoke.export import export_onnx_bytes as export_dynamic_onnx
+from bespoke.targets import TableLookup, Target, estimate_peak_memory, measure, measure_onnx, time_runs
+from bespoke.targets import device_profiler as protocol
+from bespoke.targets.measure import eval_mode, random_input, torch_threads
+from bespoke.targets.onnx_io import export_onnx, export_onnx_bytes, overhead_onnx_bytes
+from bespoke.utils.atomic import write_bytes
+
+#: How part values combine into a model value, per target unit.
+AGGREGATE = {"ms": "sum", "MACs": "sum", "params": "sum", "bytes": "max"}
+
+PartSpec = tuple[nn.Module, Sequence[int]]  # module, input shape without batch
+
+
+def measure_part(module: nn.Module, input_shape: Sequence[int], target: Target) -> float:
+    """Value of ``module`` on ``target`` for one input of ``input_shape`` (no batch dimension), alone."""
+    shape = (target.batch, *[int(d) for d in input_shape])
+    runtime = target.runtime
+    if runtime in ("onnxruntime", "table"):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_onnx(module, shape, Path(tmp) / "part.onnx")
+            return measure_onnx(path, target).value
+    if runtime == "torch":
+        x = random_input(shape)
+        with torch_threads(target.threads), eval_mode(module), torch.inference_mode():
+            samples = time_runs(lambda: module(x), target.warmup, target.repeats)
+        return float(np.median(samples))
+    if runtime == "macs":
+        return float(count_macs(module, (1, *shape[1:])))
+    if runtime == "params":
+        return float(sum(p.numel() for p in module.parameters()))
+    if runtime == "memory":
+        return float(estimate_peak_memory(module, shape).peak_bytes)
+    raise BespokeError(f"cannot measure parts on runtime {runtime!r}")
+
+
+def time_onnx(data: bytes, target: Target, repeats: int | None = None) -> list[float]:
+    """Per-run ms of one ONNX model on an onnxruntime ``target``: warm-up, then timed runs one by one."""
+    try:
+        session = protocol.make_session(data, target.threads, target.opt_level)
+        feed = protocol.input_feed(session, target.batch)
+    except Exception as exc:
+        raise BespokeError(f"onnxruntime cannot run a part: {str(exc).splitlines()[0]}") from None
+    return protocol.time_runs(lambda: session.run(None, feed), target.warmup, repeats or target.repeats)
+
+
+def sample_alternating(models: Mapping[str, bytes], target: Target, *, passes: int = 2) -> dict[str, list[float]]:
+    """Per-run ms of several whole models, each timed warm, visiting them ``passes`` times in turn (A B A B):
+    their ratio is fair even when the machine's speed drifts."""
+    samples: dict[str, list[float]] = {k: [] for k in models}
+    per_pass = max(1, -(-target.repeats // passes))
+    for _ in range(passes):
+        for key, data in models.items():
+            samples[key] += time_onnx(data, target, per_pass)
+    return samples
+
+
+def measure_parts(parts: Mapping[str, PartSpec], target: Target, *, teacher: nn.Module, resolution: int,
+                  anchor_every: int = 12) -> tuple[dict[str, float], float, float]:
+    """Values of many parts on ``target``, plus the whole teacher and the per-call overhead.
+
+    Returns ``(values, teacher, call_overhead)``; part values are raw (the caller subtracts the overhead). For
+    onnxruntime each part is scaled to the first teacher timing through the teacher timed nearest to it.
+    """
+    if target.runtime != "onnxruntime":
+        values = {k: measure_part(m, s, target) for k, (m, s) in parts.items()}
+        return values, measure_whole(teacher, target, resolution), measure_call_overhead(target)
+    anchor = export_dynamic_onnx(teacher, (1, 3, resolution, resolution))
+    first = float(np.median(time_onnx(anchor, target)))
+    overhead = float(np.median(time_onnx(overhead_onnx_bytes(), target.model_copy(update={"batch": 1}))))
+    keys = list(parts)
+    values: dict[str, float] = {}
+    before = first
+    for i in range(0, len(keys), anchor_every):
+        group = keys[i:i + anchor_every]
+        raw = {k: float(np.median(time_onnx(_export(parts[k], target), target))) for k in group}
+        after = float(np.median(time_onnx(anchor, target)))
+        for n, k in enumerate(group):  # teacher speed interpolated to the part's place in the sequence
+            here = before + (after - before) * (n + 0.5) / len(group)
+            values[k] = raw[k] * first / here
+        before = after
+    return values, first, overhead
+
+
+def _export(part: PartSpec, target: Target) -> bytes:
+    module, shape = part
+    return export_onnx_bytes(module, (target.batch, *[int(d) for d in shape]))
+
+
+def measure_call_overhead(target: Target) -> float:
+    """Fixed cost of one call on ``target`` (a trivial graph); 0 for counting runtimes.
+
+    Every measured part pays it once; a whole model pays it once, so part values subtract it.
+    """
+    if target.runtime == "onnxruntime":
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "overhead.onnx"
+            write_bytes(path, overhead_onnx_bytes())
+            return measure_onnx(path, target.model_copy(update={"batch": 1})).value
+    if target.runtime == "table":
+        return TableLookup(target.table).overhead if target.table else 0.0
+    if target.runtime == "torch":
+        return measure_part(nn.Identity(), (1,), target)
+    return 0.0
+
+
+def measure_whole(model: nn.Module, target: Target, resolution: int) -> float:
+    """A whole image model on ``target`` the way delivered models are measured (for onnxruntime: the ONNX
+    export with a dynamic batch axis, as ``save_model_dir`` writes it)."""
+    if target.runtime == "onnxruntime":
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.onnx"
+            write_bytes(path, export_dynamic_onnx(model, (1, 3, resolution, resolution)))
+            return measure_onnx(path, target).value
+    return measure(model, target, resolution).value
+
+
+def compare_whole(models: Mapping[str, nn.Module], target: Target, resolution: int) -> dict[str, float]:
+    """Several whole models measured in alternation (onnxruntime), so their ratios are fair."""
+    if target.runtime != "onnxruntime":
+        return {k: measure_whole(m, target, resolution) for k, m in models.items()}
+    data = {k: export_dynamic_onnx(m, (1, 3, resolution, resolution)) for k, m in models.items()}
+    return {k: float(np.median(v)) for k, v in sample_alternating(data, target).items()}
+
+
+def count_macs(module: nn.Module, shape: Sequence[int]) -> int:
+    """fvcore multiply-accumulates of ``module`` on one input of ``shape`` (batch included)."""
+    from fvcore.nn import FlopCountAnalysis
+
+    with eval_mode(module), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analysis = FlopCountAnalysis(module, (random_input(shape),))
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
+        return int(analysis.total())

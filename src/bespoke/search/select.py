@@ -1,0 +1,138 @@
+"""``search_target``: pick the alternatives of a house for one target and budget (no training).
+
+Steps: complete the target's latency table, resolve the budget (relative budgets against the whole teacher
+measured on the target), anneal with incremental held-out accuracy, then — for latency targets — assemble the
+chosen student, measure it whole, and tighten the budget and search again if the measurement exceeds it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bespoke.data import DataSplits
+from bespoke.errors import BespokeError
+from bespoke.house import House
+from bespoke.search.annealing import AnnealConfig, Candidate, Problem, anneal
+from bespoke.search.data import held_out, house_splits, validation_split
+from bespoke.search.estimator import AccuracyEstimator
+from bespoke.search.latency import LatencyTable, build_latency_table, measure_student
+from bespoke.targets import Target
+from bespoke.train import cpu_seconds
+
+
+@dataclass
+class TargetSearch:
+    """The outcome of a search for one target (JSON-able via :meth:`to_dict`)."""
+
+    target: str
+    unit: str
+    budget: str | None
+    budget_resolved: float
+    alternatives: list[str]
+    predicted: float
+    measured: float | None
+    accuracy_estimate: float
+    teacher_accuracy_estimate: float
+    teacher_value: float
+    teacher_measured: float | None = None
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+    evaluations: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TargetSearch:
+        return cls(**data)
+
+
+def make_problem(house: House, table: LatencyTable) -> Problem:
+    """The search space of ``house`` priced by ``table``: every finished alternative."""
+    cands = []
+    for entry in house.entries("done"):
+        if entry.id not in table.alternatives:
+            continue
+        single = entry.metrics.get("val_accuracy")
+        cands.append(Candidate(entry.id, entry.recipe.span[0], entry.recipe.span[1], table.alternatives[entry.id],
+                               float(single) if single is not None else None,
+                               table.alternative_params.get(entry.id, 0)))
+    calibrated = table.calibrated
+    return Problem(list(table.segments), cands, table.overhead, table.aggregate,
+                   segment_params=list(table.segment_params) if calibrated else None,
+                   gap=table.gap if calibrated else None)
+
+
+def search_target(house: House, target: Target, *, data: DataSplits | str | None = None,
+                  budget: float | None = None, anneal_config: AnnealConfig | None = None, eval_images: int = 256,
+                  margin: float = 0.05, verify: bool = True, max_rounds: int = 4) -> TargetSearch:
+    """Choose alternatives for ``target``.
+
+    Args:
+        budget: absolute budget in the target's unit; default: the target's own (relative ones resolve
+            against the teacher in the latency table).
+        eval_images: held-out images for the accuracy estimate (the validation split).
+        margin: latency targets search under ``budget * (1 - margin)`` (measurement noise).
+        verify: for latency targets, measure each chosen student whole (alternating with the teacher, on the
+            table's scale), add it to the table's calibration, and search again while the prediction was off
+            by more than ``margin`` or the student exceeded the budget; the most accurate verified student wins.
+    """
+    started, cpu0 = time.perf_counter(), cpu_seconds()
+    cfg = anneal_config or AnnealConfig()
+    table = build_latency_table(house, target)
+    if budget is None:
+        if target.budget is None:
+            raise BespokeError(f"target {target.name!r} has no budget", "add 'budget: 0.5x' (or 2.0ms...) to it")
+        budget = float(target.resolve_budget(table.teacher))  # type: ignore[arg-type]
+    problem = make_problem(house, table)
+    estimator = _estimator(house, problem, data, eval_images)
+    checking = verify and target.unit == "ms" and target.runtime in ("onnxruntime", "torch")
+    limit = budget * (1.0 - margin) if target.unit == "ms" else budget
+    rounds: list[dict[str, Any]] = []
+    best: tuple[float, list[str], dict[str, Any]] | None = None
+    evaluations = 0
+    for number in range(max(1, max_rounds)):
+        run_cfg = cfg if number == 0 else cfg.model_copy(update={"iterations": max(cfg.iterations // 2, 1)})
+        result = anneal(problem, limit, lambda sol: estimator.evaluate(sol).accuracy, run_cfg,
+                        teacher_accuracy=estimator.teacher.accuracy, on_accept=estimator.commit, unit=target.unit)
+        evaluations += result.evaluations
+        chosen = sorted(result.solution)
+        spans = {a: problem.by_id[a].span for a in chosen}
+        entry: dict[str, Any] = {"limit": limit, "alternatives": chosen, "predicted": table.predict(spans),
+                                 "accuracy_estimate": result.accuracy, "evaluations": result.evaluations}
+        rounds.append(entry)
+        if not checking:
+            best = (result.accuracy, chosen, entry)
+            break
+        scaled, now, teacher_now = measure_student(house, table, target, spans, estimator.modules)
+        entry.update({"measured": now, "teacher_measured": teacher_now, "measured_on_table_scale": scaled,
+                      "prediction_error": (entry["predicted"] - scaled) / scaled})
+        if scaled <= budget and (best is None or result.accuracy > best[0]):
+            best = (result.accuracy, chosen, entry)
+        if scaled <= budget and abs(entry["prediction_error"]) <= margin:
+            break  # prediction confirmed by measurement
+        if scaled > budget:
+            limit *= (budget / scaled) * (1.0 - margin)
+        # otherwise the new calibration point corrects the cost model: search again at the same limit
+    if best is None:  # nothing verified under budget: keep the lightest measured student
+        pick = min(rounds, key=lambda r: r.get("measured_on_table_scale", r["predicted"]))
+        best = (pick["accuracy_estimate"], pick["alternatives"], pick)
+    accuracy, chosen, entry = best
+    return TargetSearch(target=target.name, unit=target.unit, budget=str(target.budget) if target.budget else None,
+                        budget_resolved=budget, alternatives=chosen, predicted=entry["predicted"],
+                        measured=entry.get("measured"), accuracy_estimate=accuracy,
+                        teacher_accuracy_estimate=estimator.teacher.accuracy, teacher_value=table.teacher,
+                        teacher_measured=entry.get("teacher_measured"), rounds=rounds,
+                        seconds=time.perf_counter() - started, cpu_s=cpu_seconds() - cpu0, evaluations=evaluations)
+
+
+def _estimator(house: House, problem: Problem, data: DataSplits | str | None, eval_images: int
+               ) -> AccuracyEstimator:
+    splits = house_splits(house, data)
+    meta = house.meta.teacher
+    images, labels = held_out(validation_split(splits), meta.mean, meta.std, eval_images)
+    spans = {c.id: (c.start, c.end) for c in problem.candidates}
+    return AccuracyEstimator(house.teacher_segmentation(), spans, house.load_alternative, images, labels)

@@ -1,0 +1,60 @@
+"""The unified semi-supervised loss of TOFA training, split into the largest subnet's and the others' parts.
+
+Largest subnet (the in-place teacher), one forward on ``[labelled weak | unlabelled weak | unlabelled strong]``:
+cross-entropy on labelled images + FixMatch on unlabelled ones (its own confident weak-view predictions as hard
+labels for its strong view). Its weak-view logits of *all* images become the targets of every smaller subnet,
+which sees the strong views: KD to the soft targets + cross-entropy on the confident pseudo-labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bespoke.supernet.config import SupernetTrainConfig
+from bespoke.train.losses import kd_loss
+
+
+@dataclass
+class TeacherTargets:
+    """Detached weak-view logits of the largest subnet for all images of the step."""
+
+    logits: torch.Tensor
+
+    def pseudo_labels(self, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hard labels and the float mask of those whose confidence reaches ``threshold``."""
+        conf, labels = F.softmax(self.logits, dim=-1).max(dim=-1)
+        return labels, (conf >= threshold).float()
+
+
+def masked_ce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over all items, masked ones contributing zero (FixMatch's normalisation)."""
+    return (F.cross_entropy(logits, labels, reduction="none") * mask).mean()
+
+
+def largest_loss(logits: torch.Tensor, labels: torch.Tensor, n_unlabelled: int, cfg: SupernetTrainConfig
+                 ) -> tuple[torch.Tensor, TeacherTargets, dict[str, float]]:
+    """Loss of the largest subnet; ``logits`` are of ``[labelled weak | unlabelled weak | unlabelled strong]``."""
+    n_l = labels.shape[0]
+    sup = F.cross_entropy(logits[:n_l], labels, label_smoothing=cfg.label_smoothing)
+    loss = cfg.ce_weight * sup
+    stats = {"sup": float(sup.detach())}
+    if n_unlabelled:
+        weak = TeacherTargets(logits[n_l:n_l + n_unlabelled].detach())
+        pseudo, mask = weak.pseudo_labels(cfg.threshold)
+        self_term = masked_ce(logits[n_l + n_unlabelled:], pseudo, mask)
+        loss = loss + cfg.self_weight * self_term
+        stats.update({"self": float(self_term.detach()), "mask": float(mask.mean())})
+    targets = TeacherTargets(logits[:n_l + n_unlabelled].detach())
+    return loss, targets, stats
+
+
+def subnet_loss(logits: torch.Tensor, targets: TeacherTargets, cfg: SupernetTrainConfig
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of a smaller subnet on strong views: KD to soft targets + CE on confident pseudo-labels."""
+    kd = kd_loss(logits, targets.logits, cfg.temperature)
+    pseudo, mask = targets.pseudo_labels(cfg.threshold)
+    pl = masked_ce(logits, pseudo, mask)
+    return cfg.kd_weight * kd + cfg.pseudo_weight * pl, {"kd": float(kd.detach()), "pl": float(pl.detach())}

@@ -1,0 +1,247 @@
+"""On-the-fly selection: one subnet per target from a trained supernet, with no training.
+
+Once per supernet: the accuracy predictor (cached). Once per measurement setting: the cost table (cached).
+Per target: evolutionary search under the budget (milliseconds), then the chosen subnet is extracted, its BN
+recalibrated on training images, evaluated on the test split, exported as a model directory and measured again
+after export. If the exported model misses its budget (prediction error), the search reruns with a tightened
+budget, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bespoke.errors import BespokeError
+from bespoke.export import ModelCard, save_model_dir, update_card
+from bespoke.supernet.config import SelectConfig
+from bespoke.supernet.data import DataSource, SpecSource
+from bespoke.supernet.efficiency import CostTable, build_cost_table
+from bespoke.supernet.elastic import ElasticNet
+from bespoke.supernet.evaluator import SubnetEvaluator
+from bespoke.supernet.evolution import InfeasibleBudget, evolve
+from bespoke.supernet.extract import extract_subnet, subnet_arch_config
+from bespoke.supernet.predictor import (
+    PredictorFit,
+    collect_samples,
+    fit_predictor,
+    load_predictor,
+    read_samples,
+    sample_configs,
+    save_predictor,
+)
+from bespoke.supernet.report import write_report
+from bespoke.supernet.space import SubnetConfig
+from bespoke.supernet.static import StaticNet
+from bespoke.supernet.store import SupernetMeta, calibration_pool, load_supernet
+from bespoke.targets import Measurement, Target, load_targets, measure, measure_onnx
+from bespoke.train import cpu_seconds
+from bespoke.utils.atomic import write_json
+from bespoke.utils.device import pick_device
+
+SHARED = "shared:"  # cost_cpu_s keys of work shared by all targets (bespoke.report's SHARED_COST_PREFIX)
+
+
+@dataclass
+class TargetChoice:
+    """The subnet delivered for one target."""
+
+    target: str
+    unit: str
+    budget: str | None
+    budget_resolved: float | None
+    config: dict[str, Any]
+    predicted_accuracy: float
+    predicted_cost: float
+    measured_cost: float
+    accuracy: float
+    meets_budget: bool
+    search_ms: float
+    attempts: int
+    model_dir: str
+    params: int | None = None
+    macs: int | None = None
+    cpu_s: float = 0.0
+
+
+@dataclass
+class SelectResult:
+    out: Path
+    choices: list[TargetChoice]
+    predictor: dict[str, Any]
+    cost_cpu_s: dict[str, float] = field(default_factory=dict)
+    infeasible: dict[str, str] = field(default_factory=dict)
+
+
+def _source(meta: SupernetMeta, data: DataSource | None) -> DataSource:
+    if data is not None:
+        return data
+    spec = meta.data.get("spec")
+    if not spec:
+        raise BespokeError("the supernet was trained on in-memory data; pass the same data to select_subnets",
+                           "select_subnets(..., data=ResizedSource(splits))")
+    return SpecSource(spec, seed=int(meta.data["seed"]), val_fraction=float(meta.data["val_fraction"]),
+                      train_limit=meta.data.get("train_limit"), test_limit=meta.data.get("test_limit"))
+
+
+def ensure_predictor(net: ElasticNet, meta: SupernetMeta, source: DataSource, directory: Path,
+                     cfg: SelectConfig, device: torch.device
+                     ) -> tuple[PredictorFit, list[tuple[SubnetConfig, float]], float]:
+    """The cached predictor of the supernet, or a new one (samples measured on val).
+
+    Returns the predictor, its samples (config, val accuracy) and the CPU-seconds it cost (once).
+    """
+    pdir = directory / "predictor" / f"n{cfg.predictor_samples}-v{cfg.predictor_val_images}-c{cfg.calib_images}"
+    fit = load_predictor(pdir, net.space)
+    if fit is not None:
+        return fit, read_samples(pdir / "samples.json"), float(fit.metrics.get("cpu_s", 0.0))
+    cpu0 = cpu_seconds()
+    evaluator = SubnetEvaluator(source, meta.teacher.mean, meta.teacher.std, split="val",
+                                limit=cfg.predictor_val_images, calib_images=cfg.calib_images,
+                                calib_batch=cfg.calib_batch, seed=cfg.seed,
+                                calib_labelled=calibration_pool(meta.job), device=device)
+    cfgs = sample_configs(net.space, cfg.predictor_samples, cfg.seed)
+    samples = collect_samples(cfgs, lambda c: evaluator(net, c)[1], pdir / "samples.json")
+    fit = fit_predictor(net.space, samples, seed=cfg.seed)
+    fit.metrics["cpu_s"] = round(cpu_seconds() - cpu0, 1)
+    save_predictor(pdir, fit, {"samples": len(samples), "val_images": cfg.predictor_val_images})
+    return fit, samples, fit.metrics["cpu_s"]
+
+
+def _measure_after_export(model: torch.nn.Module, model_dir: Path, target: Target, resolution: int,
+                          predicted: float) -> Measurement:
+    """The delivered model measured on ``target``; a device-table target can only be predicted here."""
+    if target.runtime == "onnxruntime":  # the better of two runs: interference only ever adds time
+        return min((measure_onnx(model_dir / "model.onnx", target) for _ in range(2)), key=lambda m: m.value)
+    if target.runtime == "table":
+        return Measurement.exact(predicted, unit="ms", runtime="table",
+                                 details={"predicted": "sum of the device table's part rows (board not attached)"})
+    return measure(model, target, resolution)
+
+
+@dataclass
+class _Context:
+    net: ElasticNet
+    meta: SupernetMeta
+    fit: PredictorFit
+    extractor: SubnetEvaluator  # BN recalibration (its own split is unused)
+    test: SubnetEvaluator
+    cfg: SelectConfig
+    out: Path
+    supernet_dir: Path
+    shared_cpu: dict[str, float]
+
+
+def _search(ctx: _Context, table: CostTable, limit: float, unit: str) -> tuple[SubnetConfig, float, float, float]:
+    t0 = time.perf_counter()
+    res = evolve(ctx.net.space, fitness=ctx.fit.predict_genomes, cost=table.genome_cost(ctx.net.space), budget=limit,
+                 unit=unit, population=ctx.cfg.population, generations=ctx.cfg.generations,
+                 mutate_prob=ctx.cfg.mutate_prob, parent_fraction=ctx.cfg.parent_fraction, seed=ctx.cfg.seed)
+    return res.best, res.fitness, res.cost, (time.perf_counter() - t0) * 1e3
+
+
+def _card(ctx: _Context, target: Target, table: CostTable, sub: StaticNet, best: SubnetConfig,
+          budget: float | None, accuracy: float, predicted: tuple[float, float], search: tuple[float, int]
+          ) -> ModelCard:
+    teacher = ctx.meta.teacher
+    pred_acc, pred_cost = predicted
+    return ModelCard(
+        arch=f"tofa:{teacher.arch}", arch_config=subnet_arch_config(teacher.arch, best, sub.spec), engine="tofa",
+        num_classes=sub.spec.num_classes, classes=ctx.meta.classes, resolution=best.resolution, mean=teacher.mean,
+        std=teacher.std, accuracy=round(accuracy, 4), target=target.name,
+        budget=None if target.budget is None else str(target.budget), budget_resolved=budget,
+        budget_unit=target.unit, latency_pred_ms=round(pred_cost, 4) if target.unit == "ms" else None,
+        cost_cpu_s={**ctx.shared_cpu, f"{SHARED}cost_table": float(table.info.get("cpu_s", 0.0))},
+        data=dict(ctx.meta.data),
+        provenance={"supernet": str(ctx.supernet_dir), "subnet": best.to_dict(),
+                    "predicted_accuracy": round(pred_acc, 4), "predicted_cost": round(pred_cost, 4),
+                    "search_ms": round(search[0], 2), "attempts": search[1], "predictor": ctx.fit.metrics,
+                    "cost_table": table.signature},
+    )
+
+
+def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> TargetChoice:
+    """Search, extract, recalibrate, evaluate, export and measure (after export) the subnet of one target.
+
+    When the exported model misses the budget, the search is repeated with a proportionally tighter limit, at
+    most ``budget_retries`` times; the last attempt is delivered either way (``meets_budget`` says how it went).
+    """
+    cpu0 = cpu_seconds()
+    budget = target.resolve_budget(table.reference)
+    limit = math.inf
+    if budget is not None:  # keep a safety margin, unless only the margin stands between budget and feasibility
+        floor = float(table.predict([ctx.net.space.smallest()], ctx.net.space.stage_lengths)[0])
+        limit = budget * (1.0 - ctx.cfg.budget_margin)
+        limit = max(limit, floor) if floor <= budget else budget
+    model_dir = ctx.out / target.name
+    search_ms: float | None = None
+    for attempt in range(1, ctx.cfg.budget_retries + 2):
+        best, pred_acc, pred_cost, ms = _search(ctx, table, limit, target.unit)
+        search_ms = ms if search_ms is None else search_ms  # the first answer is what a new target costs
+        sub = ctx.extractor.extract(ctx.net, best)
+        accuracy = ctx.test.accuracy(sub, best.resolution)
+        card = _card(ctx, target, table, sub, best, budget, accuracy, (pred_acc, pred_cost), (search_ms, attempt))
+        final = save_model_dir(model_dir, sub, card)
+        after = _measure_after_export(sub, model_dir, target, best.resolution, pred_cost)
+        if budget is None or after.value <= budget:
+            break
+        limit = min(limit, pred_cost) * (budget / after.value) * 0.98  # the table was optimistic: tighten
+    cpu = round(cpu_seconds() - cpu0, 1)
+    latency_ms = {target.name: round(after.value, 4)} if target.unit == "ms" else {}
+    update_card(model_dir, latency_ms=latency_ms, latency={target.name: after.model_dump(mode="json")},
+                cost_cpu_s={"select": cpu})
+    return TargetChoice(target.name, target.unit, card.budget, budget, best.to_dict(), round(pred_acc, 4),
+                        round(pred_cost, 4), round(after.value, 4), round(accuracy, 4),
+                        budget is None or after.value <= budget, round(search_ms, 2), attempt, str(model_dir),
+                        final.params, final.macs, cpu)
+
+
+def select_subnets(supernet: str | Path, targets: list[Target] | str | Path, out: str | Path, *,
+                   config: SelectConfig | None = None, data: DataSource | None = None) -> SelectResult:
+    """Deliver one verified model directory per target under ``out`` (+ report.md, pareto.png, selection.json).
+
+    ``targets`` is a list of :class:`Target` or a ``targets.yaml`` path. ``data`` overrides the data the
+    supernet was trained on (needed when it was trained on in-memory splits).
+    """
+    cfg = config or SelectConfig()
+    directory, out = Path(supernet), Path(out)
+    net, meta = load_supernet(directory)
+    target_list = load_targets(targets) if isinstance(targets, str | Path) else list(targets)
+    if not target_list:
+        raise BespokeError("no targets given", "list at least one target in targets.yaml")
+    device = pick_device(cfg.device)
+    net.to(device)
+    source = _source(meta, data)
+    fit, samples, predictor_cpu = ensure_predictor(net, meta, source, directory, cfg, device)
+    common = {"source": source, "mean": meta.teacher.mean, "std": meta.teacher.std, "seed": cfg.seed,
+              "calib_images": cfg.calib_images, "calib_batch": cfg.calib_batch, "device": device,
+              "calib_labelled": calibration_pool(meta.job)}
+    shared = {f"{SHARED}supernet_train": float(meta.cost_cpu_s.get("supernet_train", 0.0)),
+              f"{SHARED}predictor": predictor_cpu}
+    ctx = _Context(net, meta, fit, SubnetEvaluator(split="val", **common),
+                   SubnetEvaluator(split="test", limit=cfg.eval_limit, **common), cfg, out, directory, shared)
+    choices, tables, failed = [], {}, {}
+    for target in target_list:
+        table = build_cost_table(net.spec, net.space, target, directory / "latency",
+                                 calibration_subnets=cfg.calibration_subnets, seed=cfg.seed,
+                                 extract=lambda c: extract_subnet(net, c).cpu())
+        try:
+            choices.append(choose_for_target(ctx, target, table))
+            tables[target.name] = table
+        except InfeasibleBudget as exc:  # deliver the feasible targets, then fail loudly for this one
+            failed[target.name] = str(exc)
+    result = SelectResult(out, choices, fit.metrics, shared, failed)
+    write_json(out / "selection.json", {"supernet": str(directory), "predictor": fit.metrics,
+                                        "cost_cpu_s": shared, "choices": [asdict(c) for c in choices],
+                                        "infeasible": failed})
+    write_report(out, [asdict(c) for c in choices], predictor=fit.metrics, meta=meta, tables=tables,
+                 samples=samples, space=net.space, failed=failed)
+    if failed:
+        raise BespokeError("infeasible budget(s): " + "; ".join(f"{k}: {v}" for k, v in failed.items()),
+                           f"the other {len(choices)} target(s) were delivered to {out}")
+    return result

@@ -1,0 +1,86 @@
+"""``bespoke bench --smoke``: every stage on tiny data, end to end, then a resumed run that redoes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from bespoke.bench import BenchContext, engine_stages, run_bench
+from bespoke.export import CARD, ModelCard, read_card, write_card
+from bespoke.report import LATENCY_1T, LATENCY_2T
+
+FASHION = Path(os.environ.get("BESPOKE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").exists(), reason="Fashion-MNIST not installed"),
+]
+
+
+def fake_engine(ctx: BenchContext) -> list[Path]:
+    """Delivers the labelled teacher's directory as its model for the first target (plumbing only)."""
+    target = ctx.targets[0]
+    out = ctx.stage_dir("fake") / target.name
+    if not (out / CARD).is_file():
+        shutil.copytree(ctx.teacher(labelled_only=True), out, dirs_exist_ok=True)
+        card = read_card(out).model_copy(update={
+            "engine": "fake", "target": target.name, "budget": str(target.budget), "latency_ms": {},
+            "budget_resolved": ctx.budgets[target.name], "budget_unit": target.unit, "latency_pred_ms": 0.5,
+            "cost_cpu_s": {"search": 3.0, "shared:prep": 7.0}})
+        write_card(out, ModelCard.model_validate({**card.model_dump(), "method": "fake engine"}))
+    return [out]
+
+
+def test_bench_smoke_runs_every_stage_and_resumes(tmp_path: Path) -> None:
+    start = time.perf_counter()
+    result = run_bench("fashion-mnist", tmp_path, smoke=True, engines={**engine_stages(), "fake": fake_engine},
+                       log=print)
+    first_s = time.perf_counter() - start
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["smoke"] is True and doc["machine"]["cpu"] and doc["machine"]["torch"]
+    stages = {s["name"]: s for s in doc["stages"]}
+    for name in ("teacher", "teacher-labelled", "donor-mobilenet_v2", "donor-mobilenet_v2-labelled",
+                 "pruned-ort1-0.5x", "pruned-ort1-0.5x-labelled", "fake", "fake:ort1-0.5x"):
+        assert stages[name]["status"] == "done", (name, stages[name]["message"])
+        assert stages[name]["cpu_s"] is not None
+    assert doc["engines"]["fake"]["status"] == "done"
+    for name in ("bespoke", "tofa"):  # engines without a registered stage are reported, not silently absent
+        assert doc["engines"][name]["status"] in ("not run", "done", "failed")
+    methods = {m["method"] for m in doc["models"]}
+    assert {"pruned+KD", "pruned+KD (25% labels)", "finetuned mobilenet_v2", "fake engine"} <= methods
+    for model in doc["models"]:
+        assert model["accuracy"] is not None and model["params"] and model["macs"]
+        assert model["latency_1t_ms"] > 0 and model["latency_2t_ms"] > 0
+    fake_row = next(m for m in doc["models"] if m["method"] == "fake engine")
+    assert fake_row["pred_ms"] == 0.5 and fake_row["cost_cpu_s"] == 3.0
+    costs = {c["method"]: c for c in doc["costs"]}
+    assert costs["pruned+KD"]["preparation_from"] == ["teacher"]
+    assert costs["fake"]["preparation_from"][0] == "teacher-labelled"  # the teacher it asked for
+    assert costs["fake"]["per_target_cpu_s"] == 3.0
+    assert set(costs["pruned+KD"]["cost_cpu_s"]) == {"1", "5", "20"}
+    card = json.loads((tmp_path / "models" / "pruned-ort1-0.5x" / CARD).read_text())
+    assert card["arch_config"]["builder"] == "pruned" and {LATENCY_1T, LATENCY_2T} <= set(card["latency_ms"])
+    md = (tmp_path / "results.md").read_text()
+    for heading in ("## Results", "## Cost of K targets", "## Recipe", "## Machine", "## Engines"):
+        assert heading in md
+    assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert first_s < 900, f"smoke run took {first_s:.0f} s"  # a runaway guard; about 5 min on 2 idle cores
+
+    start = time.perf_counter()
+    again = run_bench("fashion-mnist", tmp_path, smoke=True, engines={**engine_stages(), "fake": fake_engine},
+                      log=print)
+    failed_before = {r.name for r in result.records if r.status == "failed"}  # retried on resume
+    assert all(r.status in ("skipped", "failed", "not run") or r.role == "per-target" or r.name in failed_before
+               for r in again.records)
+    assert {r.name: r.status for r in again.records}["teacher"] == "skipped"
+    before = {r.path: r.to_dict() for r in result.rows}
+    for row in again.rows:  # nothing re-measured: rows delivered before come back unchanged
+        if row.path in before:
+            assert row.to_dict() == before[row.path]
+    if all(r.status != "failed" for r in result.records):  # a failed engine stage is retried on resume
+        assert time.perf_counter() - start < 90

@@ -1,0 +1,215 @@
+"""Supernet training (sandwich + semi-supervised loss, resume, divergence) and selection (predictor, cost tables,
+evolution, extraction) on a tiny timm EfficientNet and a tiny synthetic data set."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bespoke.errors import BespokeError, DivergenceError
+from bespoke.export import ModelCard, load_model_dir, save_model_dir
+from bespoke.supernet import (
+    CostTable,
+    ResizedSource,
+    SelectConfig,
+    SupernetJob,
+    SupernetTrainConfig,
+    build_supernet,
+    evolve,
+    fit_predictor,
+    kendall_tau,
+    load_supernet,
+    select_subnets,
+    train_supernet,
+)
+from bespoke.supernet.efficiency import enumerate_parts
+from bespoke.supernet.evolution import InfeasibleBudget
+from bespoke.supernet.genome import GenomeLayout
+from bespoke.supernet.predictor import ArchEncoder
+from bespoke.supernet.tiny import tiny_arch_config, tiny_efficientnet, tiny_splits
+from bespoke.targets import targets_from_dicts
+from bespoke.targets.measure import torch_threads
+from bespoke.zoo import load_state_dict
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest single-threaded (and do not fight other jobs for the cores)."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("teacher")
+    card = ModelCard(arch="tiny", arch_config=tiny_arch_config(3, 32), engine="finetune", num_classes=3,
+                     resolution=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    save_model_dir(path, tiny_efficientnet(), card)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data():
+    return ResizedSource(tiny_splits(32))
+
+
+def _job(teacher_dir, out, **train) -> SupernetJob:
+    base = {"steps": 12, "batch_size": 8, "n_random": 1, "lr": 3e-3, "threshold": 0.6, "eval_images": 60,
+            "checkpoint_every": 4}
+    return SupernetJob(teacher=str(teacher_dir), data="tiny", labels=0.25, out=out,
+                       train=SupernetTrainConfig(**{**base, **train}))
+
+
+@pytest.fixture(scope="module")
+def trained(teacher_dir, data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("supernet")
+    result = train_supernet(_job(teacher_dir, out), data=data)
+    return out, result
+
+
+def test_training_reduces_the_loss_and_records_cost(trained) -> None:
+    out, result = trained
+    sup = [h["sup"] for h in result.history]
+    assert np.mean(sup[:3]) > np.mean(sup[-3:])
+    assert all({"kd", "pl", "self", "mask"} <= h.keys() for h in result.history)
+    assert result.eval["largest_accuracy"] > 0.6  # chance is 1/3
+    meta = json.loads((out / "supernet.json").read_text())
+    assert meta["cost_cpu_s"]["supernet_train"] > 0
+    assert meta["data"]["labelled"] == 24 and meta["data"]["unlabelled"] == 72
+    net, _ = load_supernet(out)  # rebuilt from JSON + safetensors alone
+    assert net.space.resolutions == (24, 28, 32)
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(teacher_dir, data, tmp_path) -> None:
+    train = {"steps": 6, "checkpoint_every": 2, "eval_images": 0}
+    straight = train_supernet(_job(teacher_dir, tmp_path / "a", **train), data=data)
+
+    def interrupt(step: int, stats: dict, net) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    job = _job(teacher_dir, tmp_path / "b", **train)
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(job, data=data, callback=interrupt)
+    assert not (tmp_path / "b" / "supernet.json").exists()
+    resumed = train_supernet(job, data=data)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+    a = load_state_dict(tmp_path / "a" / "supernet.safetensors")
+    b = load_state_dict(tmp_path / "b" / "supernet.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(BespokeError, match="other settings"):
+        train_supernet(_job(teacher_dir, tmp_path / "b", **{**train, "lr": 1e-3}), data=data)
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(teacher_dir, data, tmp_path) -> None:
+    job = _job(teacher_dir, tmp_path, steps=6, checkpoint_every=2, eval_images=0)
+
+    def poison(step: int, stats: dict, net) -> None:
+        if step == 2:  # after the step-2 checkpoint: the next step must detect it and stop
+            net.head.classifier.bias.data.fill_(float("nan"))
+
+    with pytest.raises(DivergenceError) as info:
+        train_supernet(job, data=data, callback=poison)
+    assert info.value.step == 2
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_labelled_only_ablation_ignores_unlabelled_images(teacher_dir, data, tmp_path) -> None:
+    result = train_supernet(_job(teacher_dir, tmp_path, steps=2, semi_supervised=False, eval_images=0), data=data)
+    assert all("mask" not in h and "kd" in h for h in result.history)
+    assert json.loads((tmp_path / "supernet.json").read_text())["data"]["unlabelled"] == 0
+
+
+def test_kendall_tau() -> None:
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+
+
+def test_predictor_learns_a_ranking() -> None:
+    net = build_supernet(tiny_efficientnet(), 32)
+    rng = np.random.default_rng(0)
+    cfgs = [net.space.sample(rng) for _ in range(150)]
+    enc = ArchEncoder(net.space).encode(cfgs).numpy()
+    weights = np.random.default_rng(1).normal(size=enc.shape[1])
+    acc = 0.8 + 0.02 * (enc @ weights) + np.random.default_rng(2).normal(scale=0.002, size=len(cfgs))
+    fit = fit_predictor(net.space, list(zip(cfgs, acc.tolist(), strict=True)), seed=0)
+    assert fit.metrics["kendall_tau"] > 0.6
+    assert fit.metrics["n_test"] == 30
+    genomes = GenomeLayout(net.space).encode_many(cfgs[:5])
+    assert np.allclose(fit.predict(cfgs[:5]), fit.predict_genomes(genomes))
+
+
+def _synthetic_table(net) -> CostTable:
+    """Random positive part costs, larger for wider/bigger parts (a stand-in for a measured latency table)."""
+    parts, positions, heads = enumerate_parts(net.spec, net.space, 1)
+    rng = np.random.default_rng(0)
+    values = {key: float(np.prod(shape) * 1e-4 * rng.uniform(0.8, 1.2)) for key, _, shape in parts}
+    return CostTable("synthetic", "ms", "sum", values, positions, info={"heads": heads})
+
+
+def test_evolution_respects_the_budget_and_fails_loudly_when_infeasible() -> None:
+    net = build_supernet(tiny_efficientnet(), 32)
+    table = _synthetic_table(net)
+    lengths = net.space.stage_lengths
+    cost = table.genome_cost(net.space)
+    cfgs = [net.space.sample(np.random.default_rng(s)) for s in range(10)]
+    assert np.allclose(cost(GenomeLayout(net.space).encode_many(cfgs)), table.predict(cfgs, lengths))
+    largest = table.predict([net.space.largest()], lengths)[0]
+    floor = table.predict([net.space.smallest()], lengths)[0]
+    encoder = ArchEncoder(net.space)
+
+    def bigger_is_better(genomes: np.ndarray) -> np.ndarray:
+        return encoder.encode_genomes(genomes).sum(1).numpy() + genomes[:, 0]
+
+    for frac in (0.5, 0.8):
+        budget = floor + frac * (largest - floor)
+        res = evolve(net.space, fitness=bigger_is_better, cost=cost, budget=budget, population=24, generations=8)
+        assert table.predict([res.best], lengths)[0] <= budget
+        assert res.cost <= budget and res.cost > floor
+    with pytest.raises(InfeasibleBudget, match="smallest subnet costs") as info:
+        evolve(net.space, fitness=bigger_is_better, cost=cost, budget=floor * 0.9, unit="ms")
+    assert info.value.floor == pytest.approx(floor)
+
+
+def test_select_delivers_verified_model_dirs_per_target(trained, data, tmp_path) -> None:
+    supernet, _ = trained
+    targets = targets_from_dicts([
+        {"name": "ort", "runtime": "onnxruntime", "budget": "0.95x", "repeats": 5, "warmup": 1},
+        {"name": "params-half", "runtime": "params", "budget": "0.5x"},
+        {"name": "macs-07", "runtime": "macs", "budget": "0.7x"},
+    ])
+    cfg = SelectConfig(predictor_samples=12, predictor_val_images=30, calib_images=32, population=16,
+                       generations=5, calibration_subnets=3)
+    result = select_subnets(supernet, targets, tmp_path / "out", config=cfg, data=data)
+    assert [c.target for c in result.choices] == ["ort", "params-half", "macs-07"]
+    assert "kendall_tau" in result.predictor
+    for choice in result.choices:
+        model, card = load_model_dir(choice.model_dir)
+        assert card.engine == "tofa" and card.arch_config["builder"] == "tofa-subnet"
+        assert card.target == choice.target and card.budget_resolved == choice.budget_resolved
+        assert card.onnx_max_abs_diff is not None and card.onnx_max_abs_diff < 1e-4
+        assert card.resolution == choice.config["resolution"]
+        assert card.cost_cpu_s["shared:supernet_train"] > 0 and "select" in card.cost_cpu_s
+        assert choice.search_ms < 1000
+        x = torch.randn(1, 3, card.resolution, card.resolution)
+        with torch.no_grad():
+            assert model(x).shape == (1, 3)
+    exact = {c.target: c for c in result.choices if c.unit != "ms"}
+    assert all(c.meets_budget and c.measured_cost <= c.budget_resolved for c in exact.values())
+    assert load_model_dir(result.choices[0].model_dir)[1].latency_ms["ort"] > 0
+    assert (tmp_path / "out" / "report.md").read_text().startswith("# TOFA")
+    assert (tmp_path / "out" / "pareto.png").stat().st_size > 1000
+
+    # a new target later: predictor and tables are cached, no training; an impossible one fails loudly
+    more = targets_from_dicts([{"name": "params-04", "runtime": "params", "budget": "0.4x"},
+                               {"name": "params-tiny", "runtime": "params", "budget": "0.01x"}])
+    with pytest.raises(BespokeError, match=r"params-tiny.*smallest subnet"):
+        select_subnets(supernet, more, tmp_path / "out2", config=cfg, data=data)
+    assert (tmp_path / "out2" / "params-04" / "card.json").is_file()
