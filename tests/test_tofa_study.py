@@ -1,0 +1,110 @@
+"""``benchmarks/tofa_study.py --smoke``: every step of the TOFA study on tiny data, then a resumed run that redoes
+nothing. The teacher is the tiny timm EfficientNet (a model directory), so the whole study takes seconds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from bespoke.export import ModelCard, save_model_dir
+from bespoke.supernet.tiny import tiny_arch_config, tiny_efficientnet
+from bespoke.targets.measure import torch_threads
+from bespoke.train import cpu_seconds
+from tests.conftest import needs_fashion
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tofa_study.py"
+METHODS = ("tofa", "labelled_only", "extract_finetune")
+
+pytestmark = [pytest.mark.integration, needs_fashion]
+
+
+def _load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("tofa_study", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through the module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _tiny_teacher(path: Path) -> Path:
+    card = ModelCard(arch="tiny", arch_config=tiny_arch_config(10, 32), engine="finetune", num_classes=10,
+                     resolution=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), accuracy=0.1,
+                     cost_cpu_s={"finetune": 1.0})
+    save_model_dir(path, tiny_efficientnet(num_classes=10, resolution=32), card)
+    return path
+
+
+def test_tofa_study_smoke_writes_every_section_and_resumes(tmp_path: Path) -> None:
+    study = _load_script()
+    teacher = _tiny_teacher(tmp_path / "teacher")
+    argv = ["--smoke", "--out", str(tmp_path / "run"), "--results", str(tmp_path / "results"),
+            "--teacher", str(teacher), "--space-expands", "3", "6", "--train-images", "90", "--test-images", "60",
+            "--sweep-targets", "3"]
+    start, cpu0 = time.perf_counter(), cpu_seconds()
+    with torch_threads(1):
+        doc = study.main(argv, log=lambda _: None)
+    elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
+    on_disk = json.loads((tmp_path / "results" / "tofa_study.json").read_text())
+    assert on_disk["methods"].keys() == doc["methods"].keys() == set(METHODS)
+
+    for key in ("command", "machine", "settings", "data", "teacher", "targets", "reference_ms", "cost_table",
+                "methods", "sweep", "comparison", "selection_time", "steps", "checks", "cost_at_study_targets"):
+        assert key in on_disk, key
+    assert on_disk["data"]["resolution"] == 32 and on_disk["data"]["test"] == 60
+    assert _number(on_disk["reference_ms"]) and on_disk["reference_ms"] > 0
+    budgets = [t["budget_ms"] for t in on_disk["targets"]]
+    assert len(budgets) == 3 and all(_number(b) and b > 0 for b in budgets)
+
+    for method in METHODS:
+        info = on_disk["methods"][method]
+        assert info["supernet"]["unchanged_by_selection"] is True
+        assert _number(info["predictor"]["kendall_tau"]) or info["predictor"]["kendall_tau"] is None  # constant
+        assert _number(info["predictor"]["rmse"])
+        rows = [r for r in info["models"] if r["delivered"]]
+        assert rows, f"{method}: no target delivered"
+        for row in rows:
+            for field in ("accuracy", "latency_ms", "budget_ms", "cpu_s", "search_ms", "params", "macs"):
+                assert _number(row[field]), (method, field, row[field])
+            assert isinstance(row["meets_budget"], bool)
+        cost = info["cost"]
+        assert set(cost["total_cpu_s"]) == {"1", "5", "20"}
+        assert all(_number(v) for v in cost["total_cpu_s"].values())
+        assert _number(cost["preparation_cpu_s"]["supernet_train"])
+    assert on_disk["methods"]["labelled_only"]["supernet"]["semi_supervised"] is False
+    assert on_disk["methods"]["extract_finetune"]["supernet"]["steps"] == 0
+    for row in on_disk["methods"]["extract_finetune"]["models"]:
+        if row["delivered"]:
+            assert set(row["cost_cpu_s"]) == {"select", "finetune", "export"}
+    tofa_cost = on_disk["methods"]["tofa"]["cost"]
+    assert tofa_cost["extrapolated"] == {"1": False, "5": True, "20": True}  # 3 sweep targets were selected
+    assert on_disk["sweep"]["delivered"] >= 1 and _number(on_disk["selection_time"]["search_ms_max"])
+    assert all(isinstance(v, bool | int) or v is None or _number(v) for v in on_disk["checks"].values())
+    statuses = {name: s["status"] for name, s in on_disk["steps"].items()}
+    assert statuses.pop("teacher") == "found"  # given with --teacher: not run by the study
+    assert set(statuses.values()) == {"done"}
+
+    md = (tmp_path / "results" / "tofa_study.md").read_text()
+    for heading in ("## Delivered models", "## Semi-supervised gain", "## Cost of K targets",
+                    "## Accuracy predictor and selection time", "## Done when", "## Steps"):
+        assert heading in md
+    assert cpu < 60, f"smoke study took {cpu:.0f} CPU-s"  # about 25 s wall on an idle 2-core machine
+    assert elapsed < 180, f"smoke study took {elapsed:.0f} s"  # a runaway guard that tolerates a busy machine
+
+    with torch_threads(1):
+        again = study.main(argv, log=lambda _: None)  # resumed: every step found on disk
+    assert again["steps"] == doc["steps"]
+    assert again["methods"]["tofa"]["models"] == doc["methods"]["tofa"]["models"]
+    with pytest.raises(study.BespokeError, match="other settings"):
+        study.main([*argv, "--steps", "3"], log=lambda _: None)
