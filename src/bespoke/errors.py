@@ -14,15 +14,26 @@ class BespokeError(Exception):
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
+    def __reduce__(self) -> tuple:
+        """Pickle by state, not by ``__init__`` arguments: errors cross processes (Ray tasks, torch ranks) intact."""
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
 
 class DivergenceError(BespokeError):
     """A training loop produced NaN/inf; carries where it happened."""
 
-    def __init__(self, stage: str, step: int, value: float) -> None:
+    def __init__(self, stage: str, step: int, value: float, what: str = "loss") -> None:
         super().__init__(
-            f"{stage}: loss became {value} at step {step}",
+            f"{stage}: {what} became {value} at step {step}",
             "lower the learning rate or check the data; the last good checkpoint was kept",
         )
         self.stage = stage
         self.step = step
         self.value = value
+
+
+def _rebuild(cls: type[BespokeError], args: tuple, state: dict) -> BespokeError:
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc

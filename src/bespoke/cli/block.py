@@ -43,15 +43,26 @@ def build_command(
     resolution: Annotated[int | None, typer.Option(help="input size when --teacher is a zoo name")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     seed: Annotated[int, typer.Option(help="seed of sampling, initialisation and batches")] = 0,
+    executor: Annotated[str, typer.Option(help="where groups are distilled: local | ray (one Ray task per group)")]
+    = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to use with --executor ray (e.g. auto, "
+                                                         "host:6379); default: start one on this machine")] = None,
+    task_cpus: Annotated[int, typer.Option(help="CPUs (= torch threads) each Ray task reserves")] = 1,
+    task_gpus: Annotated[float | None, typer.Option(help="GPUs each Ray task reserves (e.g. 1, or 0.5 to share); "
+                                                        "default 1 with --device cuda, else 0")] = None,
+    max_retries: Annotated[int, typer.Option(help="reruns of a Ray task whose worker died")] = 3,
 ) -> None:
     """Build a model house once: sample alternatives, distil each block, measure latency tables."""
     from bespoke.distill import DistillConfig
     from bespoke.search import build_house
+    from bespoke.utils.executor import make_executor
 
+    gpus = task_gpus if task_gpus is not None else (1.0 if device.startswith("cuda") else 0.0)
+    ex = make_executor(executor, address=ray_address, num_cpus=task_cpus, num_gpus=gpus, max_retries=max_retries)
     cfg = DistillConfig(steps=distill_steps, group_size=group_size, batch_size=batch_size, device=device, seed=seed)
     house = build_house(teacher, donors=_split(donors), data=data, out=out, targets=targets, size=size,
                         max_span=max_span, distill_steps=distill_steps, seed=seed, kinds=_split(kinds),
-                        distill=cfg, train_limit=train_limit, resolution=resolution)
+                        distill=cfg, train_limit=train_limit, resolution=resolution, executor=ex)
     counts = house.index.counts()
     mem = house.index.memory
     console.print(f"[green]house[/green] {out}: {counts.get('done', 0)} alternatives trained, "

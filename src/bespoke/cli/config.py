@@ -14,17 +14,25 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping from ``path``, or one clear error."""
+    """A YAML mapping of option names (strings) from ``path``, or one clear error."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BespokeError(f"config file not found: {path}", "check the --config path") from None
+    except UnicodeDecodeError:
+        raise BespokeError(f"{path} is not a text file (not UTF-8)", "give a YAML file to --config") from None
+    except OSError as exc:
+        raise BespokeError(f"cannot read config file {path}: {exc.strerror or exc}", "check the --config path") \
+            from None
     except yaml.YAMLError as exc:
         raise BespokeError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})", "fix the file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise BespokeError(f"{path} must hold a mapping of option: value", "see `--help` for option names")
+    bad = [key for key in data if not isinstance(key, str)]
+    if bad:
+        raise BespokeError(f"{path}: option names must be text, got {bad[0]!r}", "see `--help` for option names")
     return data
 
 
@@ -38,6 +46,12 @@ def resolve(model_cls: type[M], ctx: Any, config: Path | None, cli: dict[str, An
     nested = nested or {}
     data: dict[str, Any] = read_yaml(config) if config else {}
     data = {k.replace("-", "_"): v for k, v in data.items()}
+    for section in set(nested.values()):
+        if section in data and data[section] is None:  # `train:` with nothing under it
+            data[section] = {}
+        if section in data and not isinstance(data[section], dict):
+            raise BespokeError(f"option {section} must be a mapping of option: value, got {data[section]!r:.60}",
+                               f"write e.g. `{section}: {{...}}` or set its options at the top level")
     for name, section in nested.items():  # a flat YAML key may name a nested option, as on the command line
         if name in data:
             data.setdefault(section, {})[name] = data.pop(name)
@@ -56,4 +70,5 @@ def resolve(model_cls: type[M], ctx: Any, config: Path | None, cli: dict[str, An
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise BespokeError(f"invalid option {where}: {err['msg']}", "see --help") from None
+        message = " ".join(str(err["msg"]).split())  # one line, whatever a validator wrote
+        raise BespokeError(f"invalid option {where}: {message}", "see --help") from None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -44,6 +45,7 @@ def train(
     """Build a supernet from the teacher and train it once (cost independent of the number of targets).
 
     Example: bespoke supernet train --teacher runs/ft-lite2 --data fashion-mnist --labels 0.1 --out runs/sn
+    Data-parallel: torchrun --nproc_per_node 2 -m bespoke.cli.main supernet train ... (--batch-size is global).
     """
     from bespoke.cli.config import resolve
     from bespoke.supernet import SupernetJob, train_supernet
@@ -55,7 +57,9 @@ def train(
               "unlabelled_ratio": unlabelled_ratio, "lr": lr, "threshold": threshold, "seed": seed, "device": device,
               "semi_supervised": not labelled_only}
     job = resolve(SupernetJob, _Renamed(ctx, {"semi_supervised": "labelled_only"}), config, values, nested=nested)
-    result = train_supernet(job)
+    result = train_supernet(job)  # data-parallel when launched by torchrun
+    if os.environ.get("RANK", "0") != "0":
+        return  # rank 0 reports
     ev = result.eval
     console.print(f"[green]done[/green] {result.out}: {result.steps} steps, {result.cpu_s:.0f} CPU-s; test top-1 "
                   f"largest {ev.get('largest_accuracy', float('nan')):.4f}, "

@@ -105,18 +105,42 @@ class ImageFileDataset(Dataset):
 
 
 def decode_image(path: Path, resolution: int) -> torch.Tensor:
-    """Decode one image file to uint8 ``[3, H, W]`` (JPEGs at the smallest scale >= ``resolution``)."""
+    """Decode one image file to uint8 ``[3, H, W]`` (JPEGs at the smallest scale >= ``resolution``).
+
+    16-bit images are scaled to 8 bits (PIL alone would clip them to white), float images in [0, 1] or [0, 255]
+    are scaled likewise; any other range is an error rather than a silently black or white image.
+    """
     try:
         with Image.open(path) as im:
             im.draft("RGB", (resolution, resolution))
             if im.mode == "P" and "transparency" in im.info:
                 im = im.convert("RGBA")
-            rgb = im.convert("RGB")
+            rgb = _wide_to_8bit(im, path) if im.mode.startswith(("I", "F")) else im.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise BespokeError(
             f"cannot read image {path}: {exc}", "delete or replace the corrupt file, then run again"
         ) from exc
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
+
+
+def _wide_to_8bit(im: Image.Image, path: Path) -> Image.Image:
+    """An integer (``I``, ``I;16*``) or float (``F``) grayscale image as 8-bit RGB, scaled by its nominal range."""
+    values = np.asarray(im).astype(np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise BespokeError(f"image {path} holds NaN or infinite pixel values", "re-export it as 8-bit PNG or JPEG")
+    scale = None
+    if im.mode == "F" and low >= 0 and high <= 1:
+        scale = 255.0
+    elif im.mode in ("F", "I") and low >= 0 and high <= 255:  # "I" is 32-bit: values up to 255 are 8-bit ones
+        scale = 1.0
+    elif im.mode != "F" and low >= 0 and high <= 65535:  # 16-bit: full range maps to 0..255
+        scale = 1 / 257
+    if scale is None:
+        raise BespokeError(f"image {path} ({im.mode}) has pixel values {low:g}..{high:g}, outside 0..1, 0..255 "
+                           "and 0..65535", "re-export it as 8-bit PNG or JPEG")
+    gray = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, "L").convert("RGB")
 
 
 class TransformedDataset(Dataset):

@@ -4,8 +4,8 @@ teacher's activation at its span output (normalised feature MSE), on unlabelled 
 A *group* of alternatives trains together from one shared teacher pass per batch: the teacher runs once up to
 the last boundary any member needs, every member reads its input boundary and regresses its output boundary.
 Memory is bounded by the group size (members' weights + optimiser state) and the cached boundaries of one
-batch, both reported. A member whose loss turns NaN/inf is dropped from the group at that step and reported as
-diverged; the others carry on.
+batch, both reported. A member whose loss or gradient turns NaN/inf is dropped from the group at that step (before
+its weights change) and reported as diverged; the others carry on.
 """
 
 from __future__ import annotations
@@ -22,7 +22,15 @@ from torch import nn
 from bespoke.distill.activations import ActivationCache, accuracy, teacher_boundaries, tensor_bytes
 from bespoke.errors import DivergenceError
 from bespoke.graph import Segmentation
-from bespoke.train import check_finite, cpu_seconds, feature_loss, make_optimizer, make_scheduler
+from bespoke.train import (
+    check_finite,
+    check_finite_grads,
+    cpu_seconds,
+    feature_loss,
+    make_optimizer,
+    make_scheduler,
+)
+from bespoke.utils.device import autocast
 from bespoke.utils.progress import make_progress
 
 
@@ -106,19 +114,22 @@ def distill_group(seg: Segmentation, jobs: Sequence[DistillJob], next_batch: Cal
             batch_bytes = max(batch_bytes, tensor_bytes(acts[k] for k in needed))
             for job_id in list(alive):
                 job = alive[job_id]
-                loss = feature_loss(job.module(acts[job.start]), acts[job.end])
+                with autocast(device):  # bf16 on CUDA; fp32 targets and loss
+                    pred = job.module(acts[job.start])
+                loss = feature_loss(pred.float(), acts[job.end])
                 try:
                     check_finite(loss, stage=f"distill {job_id}", step=step)
+                    if job_id in opts:
+                        opts[job_id].zero_grad(set_to_none=True)
+                        loss.backward()
+                        check_finite_grads(job.module.parameters(), stage=f"distill {job_id}", step=step)
+                        opts[job_id].step()
+                        scheds[job_id].step()
                 except DivergenceError as exc:
                     outcomes[job_id] = DistillOutcome(job_id, "diverged", {"step": step, "value": exc.value},
                                                       str(exc))
                     del alive[job_id]
                     continue
-                if job_id in opts:
-                    opts[job_id].zero_grad(set_to_none=True)
-                    loss.backward()
-                    opts[job_id].step()
-                    scheds[job_id].step()
                 value = loss.item()
                 running[job_id] = value if step == 0 else 0.9 * running[job_id] + 0.1 * value
             progress.update(task, advance=1, postfix=f"{len(alive)} alive")

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file
-from torch import nn
+from torch import Tensor, nn
 
 from bespoke.errors import BespokeError
 from bespoke.export import build_arch
@@ -171,11 +171,15 @@ class House:
 
     def record_done(self, entry: Entry, module: nn.Module, metrics: dict[str, float | int | None]) -> None:
         """Save a trained alternative's weights, then mark it done (weights first: the index is the marker)."""
+        self.record_weights(entry, module.state_dict(), {**metrics, "params": count_params(module)})
+
+    def record_weights(self, entry: Entry, state: dict[str, Tensor], metrics: dict[str, float | int | None]) -> None:
+        """Like :meth:`record_done` from a state dict (trained elsewhere); ``metrics`` are stored as given."""
         path = self.weights_path(entry.id)
-        save_safetensors(module.state_dict(), path, metadata={"recipe": entry.recipe.model_dump_json()})
+        save_safetensors(state, path, metadata={"recipe": entry.recipe.model_dump_json()})
         entry.file = str(path.relative_to(self.root))
         entry.status = "done"
-        entry.metrics = {**metrics, "params": count_params(module)}
+        entry.metrics = dict(metrics)
         entry.error = None
 
     def record_dropped(self, entry: Entry, status: str, error: str, metrics: dict | None = None) -> None:

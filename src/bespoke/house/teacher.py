@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from bespoke.data import DataSplits
 from bespoke.errors import BespokeError
 from bespoke.export import CARD, load_model_dir, zoo_arch_config
 from bespoke.zoo import create_model, get_pretrained_cfg, head_linear
@@ -64,3 +65,16 @@ def resolve_teacher(teacher: str | Path | nn.Module, *, resolution: int | None =
     model = create_model(name, num_classes=classes, resolution=res)
     return TeacherInfo(model.eval(), zoo_arch_config(name, classes, res), classes, res,
                        tuple(mean or cfg.mean), tuple(std or cfg.std), f"zoo:{name}")
+
+
+def check_teacher_fits(num_classes: int, classes: list[str], source: str, splits: DataSplits) -> None:
+    """``BespokeError`` unless the teacher predicts the data's classes (their number; their names, in order, when
+    the teacher's card records them): a house built otherwise would score alternatives against the wrong labels."""
+    if num_classes != splits.num_classes:
+        raise BespokeError(f"teacher {source} has {num_classes} classes, data set {splits.name!r} has "
+                           f"{splits.num_classes}", "fine-tune the teacher on the same data set first")
+    if classes and list(classes) != list(splits.classes):
+        diff = next(i for i, (a, b) in enumerate(zip(classes, splits.classes, strict=True)) if a != b)
+        raise BespokeError(f"teacher {source} was trained on other classes than {splits.name!r}: class {diff} is "
+                           f"{classes[diff]!r} there, {splits.classes[diff]!r} here",
+                           "fine-tune the teacher on the same data set first")

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bespoke.data import load_dataset
 from bespoke.export import ModelCard, save_model_dir, zoo_arch_config
 from bespoke.train import FinetuneConfig, FinetuneResult, finetune
+from bespoke.utils.distributed import DistContext, distributed
 from bespoke.zoo import create_model, get_pretrained_cfg
 
 
@@ -29,17 +30,25 @@ class FinetuneJob(BaseModel):
     train: FinetuneConfig = Field(default_factory=FinetuneConfig)
 
 
-def run_finetune(job: FinetuneJob) -> tuple[ModelCard, FinetuneResult]:
+def run_finetune(job: FinetuneJob, *, dist: DistContext | None = None) -> tuple[ModelCard, FinetuneResult]:
     """Fine-tune ``job.model`` on ``job.data`` and write ``job.out`` (model.safetensors, model.onnx, card.json).
 
-    Resumes from ``job.out/checkpoints`` when a previous run was interrupted.
+    Resumes from ``job.out/checkpoints`` when a previous run was interrupted. ``dist``: the data-parallel context;
+    by default read from torchrun's environment (a single process without it). Rank 0 exports and writes the
+    model directory; every rank returns its card.
     """
+    if dist is None:
+        with distributed(job.train.device) as ctx:
+            return run_finetune(job, dist=ctx)
     splits = load_dataset(job.data, resolution=job.resolution, seed=job.train.seed, val_fraction=job.val_fraction,
                           train_limit=job.train_limit, test_limit=job.test_limit)
     cfg = get_pretrained_cfg(job.model)
     model = create_model(job.model, num_classes=splits.num_classes, pretrained=job.pretrained,
-                         resolution=job.resolution, weights=job.weights)
-    result = finetune(model, splits.train, splits.test, job.train, mean=cfg.mean, std=cfg.std, out_dir=job.out)
+                         resolution=job.resolution, weights=job.weights, seed=job.train.seed)
+    result = finetune(model, splits.train, splits.test, job.train, mean=cfg.mean, std=cfg.std, out_dir=job.out,
+                      dist=dist)
+    if not dist.is_main:
+        return dist.broadcast_object(None), result
     card = ModelCard(
         arch=job.model, arch_config=zoo_arch_config(job.model, splits.num_classes, job.resolution),
         engine="finetune", num_classes=splits.num_classes, classes=splits.classes, resolution=job.resolution,
@@ -48,4 +57,4 @@ def run_finetune(job: FinetuneJob) -> tuple[ModelCard, FinetuneResult]:
         provenance={"weights": str(job.weights) if job.weights else cfg.source, "recipe": job.train.model_dump(),
                     "history": result.history, "wall_s": round(result.wall_s, 1)},
     )
-    return save_model_dir(job.out, model, card), result
+    return dist.broadcast_object(save_model_dir(job.out, model, card)), result

@@ -6,6 +6,10 @@ and ``n_random`` random subnets, which see strong views at their own resolutions
 generator seeded by ``(seed, step)``: the same on every rank and after a resume. The cost does not depend on
 how many targets will be served later. A NaN/inf loss stops the run (``DivergenceError``); the last good
 checkpoint stays.
+
+Launched by ``torchrun`` it trains data-parallel: every rank takes its share of each global batch (same images
+and augmentations as one process), trains the same subnets, and gradients are averaged before the optimiser step;
+rank 0 alone writes checkpoints and the supernet directory while the others wait.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from bespoke.supernet.store import (
 )
 from bespoke.supernet.stream import BatchStream
 from bespoke.train import Checkpointer, check_finite, cpu_seconds, make_optimizer, make_scheduler
-from bespoke.utils.device import autocast, pick_device
+from bespoke.utils.device import autocast
+from bespoke.utils.distributed import DistContext, distributed
 from bespoke.utils.progress import make_progress
 from bespoke.utils.seed import rng_state, seed_everything, set_rng_state
 
@@ -124,10 +129,9 @@ def _job_record(job: SupernetJob) -> dict[str, Any]:
 class _Trainer:
     """State of one training run: network, optimiser, schedule, streams, counters; saves and restores it."""
 
-    def __init__(self, net: ElasticNet, job: SupernetJob, streams: dict[str, BatchStream],
-                 device: torch.device) -> None:
+    def __init__(self, net: ElasticNet, job: SupernetJob, streams: dict[str, BatchStream], ctx: DistContext) -> None:
         cfg = job.train
-        self.net, self.cfg, self.streams, self.device = net, cfg, streams, device
+        self.net, self.cfg, self.streams, self.ctx, self.device = net, cfg, streams, ctx, ctx.device
         self.opt = make_optimizer(net, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = make_scheduler(self.opt, total_steps=cfg.steps, lr=cfg.lr)
         self.ckpt = Checkpointer(Path(job.out) / "checkpoints", "last.pt")
@@ -136,7 +140,8 @@ class _Trainer:
         self.cpu0, self.wall0 = cpu_seconds(), time.perf_counter()
 
     def restore(self) -> None:
-        state = self.ckpt.load()
+        """Continue from the last checkpoint (read by rank 0, sent to every rank), if any."""
+        state = self.ctx.broadcast_object(self.ckpt.load() if self.ctx.is_main else None)
         if state is None:
             return
         if state.get("job") != self.record:
@@ -147,21 +152,34 @@ class _Trainer:
         self.sched.load_state_dict(state["scheduler"])
         for name, stream in self.streams.items():
             stream.load_state_dict(state["streams"][name])
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        if len(ranks) == self.ctx.world_size:
+            set_rng_state(ranks[self.ctx.rank])
+        else:  # resumed on another number of processes: only dropout draws differ
+            set_rng_state(state["rng"])
+            if self.ctx.rank:
+                seed_everything(_rank_seed(self.cfg.seed, self.ctx.rank, int(state["step"])))
         self.step, self.history = int(state["step"]), list(state["history"])
         self.spent_cpu, self.spent_wall = float(state["cpu_s"]), float(state["wall_s"])
 
     def cpu_s(self) -> float:
-        return self.spent_cpu + cpu_seconds() - self.cpu0
+        """CPU seconds of all ranks so far (a collective: every rank calls it at the same point)."""
+        return self.spent_cpu + self.ctx.sum(cpu_seconds() - self.cpu0)
 
     def wall_s(self) -> float:
         return self.spent_wall + time.perf_counter() - self.wall0
 
     def save(self) -> None:
-        self.ckpt.save({"model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
-                        "scheduler": self.sched.state_dict(), "rng": rng_state(), "step": self.step,
-                        "streams": {n: s.state_dict() for n, s in self.streams.items()}, "job": self.record,
-                        "history": self.history, "cpu_s": self.cpu_s(), "wall_s": self.wall_s()})
+        """Checkpoint (every rank calls it; rank 0 writes, the others wait until the file is there)."""
+        self.ctx.average_buffers(self.net)
+        rngs = self.ctx.all_gather_object(rng_state())
+        cpu_s = self.cpu_s()
+        if self.ctx.is_main:
+            self.ckpt.save({"model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                            "scheduler": self.sched.state_dict(), "rng": rngs[0], "rng_ranks": rngs,
+                            "step": self.step, "streams": {n: s.state_dict() for n, s in self.streams.items()},
+                            "job": self.record, "history": self.history, "cpu_s": cpu_s, "wall_s": self.wall_s()})
+        self.ctx.barrier()
 
     def train_step(self) -> dict[str, float]:
         self.net.train()
@@ -169,7 +187,10 @@ class _Trainer:
         unlabelled = self.streams["unlabelled"].next() if "unlabelled" in self.streams else None
         self.opt.zero_grad(set_to_none=True)
         stats = sandwich_step(self.net, labelled, unlabelled, self.cfg, self.step, self.device)
-        torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
+        self.ctx.all_reduce_gradients(self.net.parameters())
+        stats = self.ctx.mean_stats(stats)
+        norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
+        check_finite(norm, stage=STAGE, step=self.step, what="gradient norm")  # before the weights are touched
         self.opt.step()
         self.sched.step()
         self.step += 1
@@ -208,22 +229,26 @@ def _final_eval(net: ElasticNet, source: DataSource, info: TeacherInfo, job: Sup
     return out
 
 
-def train_supernet(job: SupernetJob, *, data: DataSource | None = None,
-                   callback: StepCallback | None = None) -> SupernetResult:
+def train_supernet(job: SupernetJob, *, data: DataSource | None = None, callback: StepCallback | None = None,
+                   dist: DistContext | None = None) -> SupernetResult:
     """Build the supernet from ``job.teacher`` and train it on ``job.data``; write ``job.out``.
 
     Resumes from ``job.out/checkpoints/last.pt``; a finished directory (``supernet.json``) with the same
     settings is returned as is. ``data`` overrides the data spec (e.g. in-memory splits via ``ResizedSource``).
-    ``callback(step, stats, net)`` runs after every step (after that step's checkpoint, if any).
+    ``callback(step, stats, net)`` runs after every step (after that step's checkpoint, if any). ``dist``: the
+    data-parallel context; by default it is read from torchrun's environment (a single process without it).
     """
+    if dist is None:
+        with distributed(job.train.device) as ctx:
+            return train_supernet(job, data=data, callback=callback, dist=ctx)
+    finished = dist.broadcast_object(_finished(job) if dist.is_main else None)
+    if isinstance(finished, BespokeError):
+        raise finished
+    if finished is not None:
+        return finished
     out = Path(job.out)
     cfg = job.train
-    if (out / META_FILE).is_file():
-        meta = read_meta(out)
-        if meta.job != _job_record(job):
-            raise BespokeError(f"{out} holds a supernet trained with other settings", "use another --out")
-        return SupernetResult(out, cfg.steps, sum(meta.cost_cpu_s.values()), meta.wall_s, meta.history, meta.eval)
-    device = pick_device(cfg.device)
+    device = dist.device
     source = data or SpecSource(job.data, seed=cfg.seed, val_fraction=job.val_fraction,
                                 train_limit=job.train_limit, test_limit=job.test_limit)
     resolution = _teacher_resolution(job)
@@ -231,25 +256,47 @@ def train_supernet(job: SupernetJob, *, data: DataSource | None = None,
     model, info = load_teacher(job.teacher, num_classes=splits.num_classes, resolution=resolution)
     seed_everything(cfg.seed)
     net = build_supernet(model, resolution, options=job.space).to(device)
+    dist.broadcast_module(net)
+    if dist.rank:  # own dropout draws per rank (rank 0 keeps the single-process ones)
+        seed_everything(_rank_seed(cfg.seed, dist.rank, 0))
     labelled, unlabelled = split_labelled(splits.train, job.labels, cfg.seed)
     weak, strong = build_transform("weak", info.mean, info.std), build_transform("strong", info.mean, info.std)
+    shard = {"rank": dist.rank, "world_size": dist.world_size}
     streams = {"labelled": BatchStream(TwoViewDataset(labelled, weak, strong), cfg.batch_size, seed=cfg.seed,
-                                       salt=1)}
+                                       salt=1, **shard)}
     if cfg.semi_supervised and len(unlabelled) > 0:
         streams["unlabelled"] = BatchStream(TwoViewDataset(unlabelled, weak, strong),
-                                            cfg.batch_size * cfg.unlabelled_ratio, seed=cfg.seed, salt=2)
-    trainer = _Trainer(net, job, streams, device)
+                                            cfg.batch_size * cfg.unlabelled_ratio, seed=cfg.seed, salt=2, **shard)
+    trainer = _Trainer(net, job, streams, dist)
     trainer.restore()
     trainer.run(callback)
     cpu_train = trainer.cpu_s()
-    cpu0 = cpu_seconds()
-    evaluation = _final_eval(net, source, info, job, device)
-    meta = SupernetMeta(
-        teacher=info, classes=list(splits.classes), spec=net.spec.to_dict(), space=net.space.to_dict(),
-        data={**source.describe(), "labels": job.labels, "labelled": len(labelled),
-              "unlabelled": len(unlabelled) if "unlabelled" in streams else 0, "resolution": resolution},
-        job=_job_record(job),
-        cost_cpu_s={"supernet_train": round(cpu_train, 1), "supernet_eval": round(cpu_seconds() - cpu0, 1)},
-        wall_s=round(trainer.wall_s(), 1), history=trainer.history, eval=evaluation)
-    save_supernet(out, net.cpu(), meta)
-    return SupernetResult(out, trainer.step, cpu_train, trainer.wall_s(), trainer.history, evaluation)
+    result: SupernetResult | None = None
+    if dist.is_main:
+        cpu0 = cpu_seconds()
+        evaluation = _final_eval(net, source, info, job, device)
+        meta = SupernetMeta(
+            teacher=info, classes=list(splits.classes), spec=net.spec.to_dict(), space=net.space.to_dict(),
+            data={**source.describe(), "labels": job.labels, "labelled": len(labelled),
+                  "unlabelled": len(unlabelled) if "unlabelled" in streams else 0, "resolution": resolution},
+            job=_job_record(job),
+            cost_cpu_s={"supernet_train": round(cpu_train, 1), "supernet_eval": round(cpu_seconds() - cpu0, 1)},
+            wall_s=round(trainer.wall_s(), 1), history=trainer.history, eval=evaluation)
+        save_supernet(out, net.cpu(), meta)
+        result = SupernetResult(out, trainer.step, cpu_train, trainer.wall_s(), trainer.history, evaluation)
+    return dist.broadcast_object(result)
+
+
+def _finished(job: SupernetJob) -> SupernetResult | BespokeError | None:
+    """The recorded result of a finished directory with the same settings, an error for other settings, or None."""
+    out = Path(job.out)
+    if not (out / META_FILE).is_file():
+        return None
+    meta = read_meta(out)
+    if meta.job != _job_record(job):
+        return BespokeError(f"{out} holds a supernet trained with other settings", "use another --out")
+    return SupernetResult(out, job.train.steps, sum(meta.cost_cpu_s.values()), meta.wall_s, meta.history, meta.eval)
+
+
+def _rank_seed(seed: int, rank: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, rank, step, 7]).generate_state(1)[0])

@@ -4,7 +4,7 @@ from bespoke.train.checkpoint import Checkpointer
 from bespoke.train.cost import cpu_seconds
 from bespoke.train.evaluate import EvalResult, evaluate, predict_logits
 from bespoke.train.finetune import FinetuneConfig, FinetuneResult, ResumableSampler, finetune
-from bespoke.train.guard import check_finite
+from bespoke.train.guard import check_finite, check_finite_grads
 from bespoke.train.losses import feature_loss, kd_loss, soft_cross_entropy
 from bespoke.train.optim import make_optimizer, make_scheduler
 
@@ -15,6 +15,7 @@ __all__ = [
     "FinetuneResult",
     "ResumableSampler",
     "check_finite",
+    "check_finite_grads",
     "cpu_seconds",
     "evaluate",
     "feature_loss",

@@ -32,7 +32,8 @@ class Checkpointer:
         try:
             return torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a checkpoint we wrote atomically should never be corrupt: say so loudly
-            raise BespokeError(f"cannot read checkpoint {self.path} ({type(exc).__name__}: {exc})",
+            first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:160]
+            raise BespokeError(f"cannot read checkpoint {self.path} ({type(exc).__name__}: {first})",
                                "delete it to restart the job from scratch") from None
 
     def clear(self) -> None:

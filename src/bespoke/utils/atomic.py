@@ -1,13 +1,19 @@
 """Crash-safe file writes: write to a temporary file in the same folder, fsync, then rename.
 
 A reader (or a resumed job) therefore sees either the old complete file or the new complete file, never half of one.
+A process killed mid-write (SIGKILL, power loss) leaves its hidden temporary ``.<name>.<pid>-<random>.tmp``; the next
+write of the same file removes such leftovers of dead processes, so a resumed job ends with no stray files. A write
+that fails (disk full, read-only folder, a file where a folder should be) raises one ``BespokeError`` naming the
+file, with the temporary file removed and the previous version of the file untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,23 +22,79 @@ from typing import Any
 import torch
 from safetensors.torch import save as st_save
 
+from bespoke.errors import BespokeError
+
+_TEMP_TAIL = re.compile(r"(?P<pid>\d+)-[a-z0-9_]+\.tmp")
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed over ``path``, on error it is removed."""
+    """Yield a temporary path beside ``path``; on success it is renamed over ``path``, on error it is removed.
+
+    Raises:
+        BespokeError: the file could not be written (any ``OSError``: no space left, permissions, ...).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from exc
         raise
+
+
+def write_error(path: Path, exc: OSError) -> BespokeError:
+    """The one-line error for a failed write of ``path``."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        hint = "free some space (or write elsewhere), then run the same command again: finished work is kept"
+    else:
+        hint = "check that the output folder is a writable directory"
+    return BespokeError(f"cannot write {path}: {reason}", hint)
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove temporary files of ``path`` left by writers that died (no process of that id on this machine).
+
+    Two processes writing one file at once is unsupported anyway; a live writer's temporary file is kept.
+    """
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for entry in path.parent.iterdir():
+        if not entry.name.startswith(prefix):
+            continue
+        match = _TEMP_TAIL.fullmatch(entry.name[len(prefix):])
+        if match and not _alive(int(match.group("pid"))):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # this process's own writes clean up after themselves
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -63,8 +125,8 @@ def torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
 
     Such a file loads back with ``torch.load(weights_only=True)``: no pickled code can run.
     """
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)  # through a Python file: a full disk raises OSError, not an opaque RuntimeError
 
 
 def _json_default(obj: Any) -> Any:

@@ -20,7 +20,8 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 
 def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; a no-op on CPU (CPU autocast slows small convnets down)."""
-    if enabled and device.type == "cuda":
+    """bf16 autocast on CUDA GPUs that support it (no loss scaling needed); a no-op on CPU (CPU autocast slows
+    small convnets down) and on older GPUs (fp16 would need a gradient scaler: they train in fp32)."""
+    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -90,7 +90,7 @@ def reset_head(model: nn.Module, num_classes: int) -> nn.Module:
 
 
 def create_model(name: str, *, num_classes: int | None = None, pretrained: bool = True, resolution: int = 224,
-                 weights: str | Path | None = None, bn_momentum: float | None = 0.1) -> nn.Module:
+                 weights: str | Path | None = None, bn_momentum: float | None = 0.1, seed: int = 0) -> nn.Module:
     """Build a model by name.
 
     Args:
@@ -100,7 +100,17 @@ def create_model(name: str, *, num_classes: int | None = None, pretrained: bool 
         resolution: input size the model will see; fixes TF-style SAME padding statically.
         weights: a local ``.safetensors``/``.pth`` file (a fine-tuned checkpoint or public weights).
         bn_momentum: batch-norm momentum to train with (TF ports ship 0.01, too slow for short runs); ``None`` keeps it.
+        seed: initialises whatever the weights do not cover (a new head; everything without weights). The global RNG
+            is neither read nor advanced, so the same arguments give the same model in any process.
     """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _create(name, num_classes=num_classes, pretrained=pretrained, resolution=resolution, weights=weights,
+                       bn_momentum=bn_momentum)
+
+
+def _create(name: str, *, num_classes: int | None, pretrained: bool, resolution: int, weights: str | Path | None,
+            bn_momentum: float | None) -> nn.Module:
     entry = get_entry(name)
     state: dict[str, torch.Tensor] | None = None
     source = ""
@@ -109,7 +119,8 @@ def create_model(name: str, *, num_classes: int | None = None, pretrained: bool 
     elif pretrained:
         if entry.pretrained_state is None:
             raise BespokeError(f"{name} has no offline pretrained weights",
-                               "pass --weights FILE (.safetensors or .pth), or --no-pretrained for random init")
+                               "pass --weights FILE (.safetensors or .pth), or set `pretrained: false` (--config YAML) "
+                               "for random init")
         state, source = entry.pretrained_state(), entry.cfg.source
     model = entry.build(entry.cfg.num_classes)
     if state is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,6 +23,9 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     ``module.`` prefix (DataParallel) is stripped.
     """
     path = Path(path)
+    if path.is_dir():
+        raise BespokeError(f"weights path {path} is a directory, expected a .safetensors or .pth file",
+                           "pass the weights file itself")
     if not path.is_file():
         raise BespokeError(f"weights file not found: {path}", "check the path")
     if path.stat().st_size == 0:
@@ -35,9 +40,11 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise BespokeError(f"{path} is not a readable safetensors file ({_short(exc)})",
                                "the file may be truncated or of another format") from None
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr: the error says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise BespokeError(f"refused to load {path}: it holds Python objects beyond tensors ({_short(exc)})",
+        raise BespokeError(f"refused to load {path}: it holds Python objects beyond tensors ({_refusal(exc)})",
                            "only plain state dicts are accepted; convert it to .safetensors in a trusted place") \
             from None
     except Exception as exc:  # torch raises many types (KeyError, EOFError, RuntimeError...) on foreign files
@@ -86,4 +93,15 @@ def apply_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], *, sou
 
 
 def _short(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    """The first sentence of an exception's message (torch appends paragraphs of advice)."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    first = text.splitlines()[0]
+    return first.split(". ")[0].rstrip(".")[:160]
+
+
+def _refusal(exc: BaseException) -> str:
+    """What the weights-only unpickler refused (e.g. ``Unsupported global: GLOBAL exec``)."""
+    found = re.search(r"WeightsUnpickler error:\s*(.*?)(?: was not an allowed global|\n\n|$)", str(exc), re.S)
+    return found.group(1).strip()[:160] if found and found.group(1).strip() else _short(exc)
