@@ -16,8 +16,9 @@ from bespoke.bench.measuring import measure_model_dir, measurement_targets
 from bespoke.bench.preset import ENGINE_TEACHER
 from bespoke.bench.stages import StageLedger, StageRecord, run_model_stage
 from bespoke.errors import BespokeError
-from bespoke.export import ModelCard, load_model_dir
-from bespoke.targets import Target, measure
+from bespoke.export import ONNX, ModelCard, export_onnx_bytes, load_model_dir
+from bespoke.targets import Target, measure, measure_paired
+from bespoke.targets.measure import image_shape
 
 
 def _suffix(labelled_only: bool, ctx: BenchContext) -> str:
@@ -127,7 +128,12 @@ def pruned_stages(ctx: BenchContext, ledger: StageLedger) -> list[StageRecord]:
 def _pruned_maker(ctx: BenchContext, get_teacher: Callable[[], Teacher], target: Target, labelled_only: bool,
                   method: str, directory: Path) -> Callable[[], ModelCard]:
     def measure_value(model: nn.Module) -> float:
-        return measure(model, target, ctx.resolution).value
+        """The candidate's value; latency is timed alongside the teacher, on the scale the budget was set on."""
+        if target.runtime != "onnxruntime":
+            return measure(model, target, ctx.resolution).value
+        candidate = export_onnx_bytes(model, image_shape(target.batch, ctx.resolution))
+        return measure_paired(candidate, ctx.teacher_dirs[TEACHER] / ONNX, target,
+                              reference_value=ctx.references[target.name]).value
 
     def make() -> ModelCard:
         budget = BudgetInfo(target=target.name, text=str(target.budget), value=ctx.budgets[target.name],

@@ -1,6 +1,9 @@
 """Measure every delivered model the same way after export: the exported ``model.onnx`` on ONNX Runtime.
 
-Latency is stored in the card (``latency_ms[key]`` = median, ``latency[key]`` = the full measurement), so a
+Every model but the reference (the teacher) is timed in alternation with the reference and put on the scale of the
+reference's own measurement (:func:`bespoke.targets.measure_paired`): the budgets are fractions of that measurement,
+and on a machine whose speed drifts two absolute timings taken an hour apart would not compare. Latency is stored
+in the card (``latency_ms[key]`` = median, ``latency[key]`` = the full measurement), so a
 resumed benchmark does not measure a model twice. Test accuracy comes from the card; a card without one is
 evaluated on the benchmark's test split.
 """
@@ -16,7 +19,7 @@ from bespoke.bench.preset import MeasureSection
 from bespoke.data import TransformedDataset, build_transform
 from bespoke.export import ONNX, ModelCard, load_model_dir, read_card, update_card
 from bespoke.report import LATENCY_1T, LATENCY_2T
-from bespoke.targets import Target, measure_onnx
+from bespoke.targets import Target, measure_onnx, measure_paired
 from bespoke.train import evaluate
 
 _STANDARD_KEYS = {1: LATENCY_1T, 2: LATENCY_2T}
@@ -34,19 +37,29 @@ def measurement_targets(settings: MeasureSection) -> list[Target]:
             for t in settings.threads]
 
 
-def measure_model_dir(directory: str | Path, targets: Sequence[Target], *, test_set: Dataset | None = None,
-                      log: Callable[[str], None] = print) -> ModelCard:
-    """Fill the card's latency for each of ``targets`` (and accuracy, when missing) unless already there."""
+def measure_model_dir(directory: str | Path, targets: Sequence[Target], *, reference: str | Path | None = None,
+                      test_set: Dataset | None = None, log: Callable[[str], None] = print) -> ModelCard:
+    """Fill the card's latency for each of ``targets`` (and accuracy, when missing) unless already there.
+
+    With ``reference`` (a model directory, measured first when its card lacks the target) the model is timed in
+    alternation with it and scaled to the reference's recorded value.
+    """
     directory = Path(directory)
     card = read_card(directory)
+    paired = reference is not None and Path(reference).resolve() != directory.resolve()
     latency_ms, latency = {}, {}
     for target in targets:
         if target.name in card.latency_ms:
             continue
-        m = measure_onnx(directory / ONNX, target)
+        if paired:
+            ref_value = measure_model_dir(reference, [target], log=log).latency_ms[target.name]  # type: ignore[arg-type]
+            m = measure_paired(directory / ONNX, Path(reference) / ONNX, target, reference_value=ref_value)  # type: ignore[arg-type]
+            how = f", {m.details['ratio']:.3f}x the reference timed alongside"
+        else:
+            m, how = measure_onnx(directory / ONNX, target), ""
         latency_ms[target.name] = round(m.value, 4)
         latency[target.name] = m.model_dump()
-        log(f"[bench] {directory.name}: {target.name} {m.value:.3f} ms (spread {m.spread:.0%})")
+        log(f"[bench] {directory.name}: {target.name} {m.value:.3f} ms (spread {m.spread:.0%}{how})")
     if latency_ms:
         card = update_card(directory, latency_ms=latency_ms, latency=latency)
     if card.accuracy is None and test_set is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bespoke.bench.baseline_stages import donor_stages, pruned_stages, teacher_stages
-from bespoke.bench.context import BenchContext
+from bespoke.bench.context import TEACHER, BenchContext
 from bespoke.bench.costs import MethodCost, method_costs
 from bespoke.bench.engines import EXPECTED_ENGINES, EngineStage, engine_stages, missing_reason, run_engine_stage
 from bespoke.bench.measuring import measure_model_dir, measurement_targets
@@ -105,6 +105,7 @@ def _measure_all(ctx: BenchContext, records: list[StageRecord]) -> list[ResultRo
     directories = dict.fromkeys(d for r in records if r.status in ("done", "skipped") for d in r.dirs)
     rows = []
     for directory in directories:
-        card = measure_model_dir(directory, targets, test_set=ctx.splits.test, log=ctx.log)
+        card = measure_model_dir(directory, targets, reference=ctx.teacher_dirs[TEACHER], test_set=ctx.splits.test,
+                                 log=ctx.log)
         rows.append(row_from_card(card, directory))
     return rows

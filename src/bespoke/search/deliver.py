@@ -23,9 +23,10 @@ from bespoke.house import House, assemble_student, student_arch_config
 from bespoke.search.annealing import AnnealConfig
 from bespoke.search.build import build_house
 from bespoke.search.data import house_splits
-from bespoke.search.measure import measure_whole, sample_alternating
+from bespoke.search.measure import measure_whole
 from bespoke.search.select import TargetSearch, search_target
 from bespoke.targets import Measurement, Target, load_targets, measure
+from bespoke.targets.paired import time_alternating
 from bespoke.train import FinetuneConfig, FinetuneResult, finetune
 from bespoke.utils.atomic import write_json
 
@@ -106,7 +107,7 @@ def _measure_delivered(house: House, target: Target, student: nn.Module, out_dir
         return measure(student, target, house.resolution), measure_whole(house.teacher_model(), target,
                                                                          house.resolution)
     r = house.resolution
-    samples = sample_alternating({"student": (out_dir / ONNX).read_bytes(),
+    samples = time_alternating({"student": (out_dir / ONNX).read_bytes(),
                                        "teacher": export_dynamic_onnx(house.teacher_model(), (1, 3, r, r))}, target)
     details = {"source": str(out_dir / ONNX), "threads": target.threads, "opt_level": target.opt_level,
                "warmup": target.warmup, "timed": "warm, alternating with the teacher (A B A B)"}

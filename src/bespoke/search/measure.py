@@ -26,9 +26,9 @@ from torch import nn
 from bespoke.errors import BespokeError
 from bespoke.export import export_onnx_bytes as export_dynamic_onnx
 from bespoke.targets import TableLookup, Target, estimate_peak_memory, measure, measure_onnx, time_runs
-from bespoke.targets import device_profiler as protocol
 from bespoke.targets.measure import eval_mode, random_input, torch_threads
 from bespoke.targets.onnx_io import export_onnx, export_onnx_bytes, overhead_onnx_bytes
+from bespoke.targets.paired import time_alternating, time_onnx
 from bespoke.utils.atomic import write_bytes
 
 #: How part values combine into a model value, per target unit.
@@ -59,27 +59,6 @@ def measure_part(module: nn.Module, input_shape: Sequence[int], target: Target) 
     raise BespokeError(f"cannot measure parts on runtime {runtime!r}")
 
 
-def time_onnx(data: bytes, target: Target, repeats: int | None = None) -> list[float]:
-    """Per-run ms of one ONNX model on an onnxruntime ``target``: warm-up, then timed runs one by one."""
-    try:
-        session = protocol.make_session(data, target.threads, target.opt_level)
-        feed = protocol.input_feed(session, target.batch)
-    except Exception as exc:
-        raise BespokeError(f"onnxruntime cannot run a part: {str(exc).splitlines()[0]}") from None
-    return protocol.time_runs(lambda: session.run(None, feed), target.warmup, repeats or target.repeats)
-
-
-def sample_alternating(models: Mapping[str, bytes], target: Target, *, passes: int = 2) -> dict[str, list[float]]:
-    """Per-run ms of several whole models, each timed warm, visiting them ``passes`` times in turn (A B A B):
-    their ratio is fair even when the machine's speed drifts."""
-    samples: dict[str, list[float]] = {k: [] for k in models}
-    per_pass = max(1, -(-target.repeats // passes))
-    for _ in range(passes):
-        for key, data in models.items():
-            samples[key] += time_onnx(data, target, per_pass)
-    return samples
-
-
 def measure_parts(parts: Mapping[str, PartSpec], target: Target, *, teacher: nn.Module, resolution: int,
                   anchor_every: int = 12) -> tuple[dict[str, float], float, float]:
     """Values of many parts on ``target``, plus the whole teacher and the per-call overhead.
@@ -98,7 +77,7 @@ def measure_parts(parts: Mapping[str, PartSpec], target: Target, *, teacher: nn.
     before = first
     for i in range(0, len(keys), anchor_every):
         group = keys[i:i + anchor_every]
-        raw = {k: float(np.median(time_onnx(_export(parts[k], target), target))) for k in group}
+        raw = {k: float(np.median(time_onnx(_export(parts[k], target), target, what=f"part {k}"))) for k in group}
         after = float(np.median(time_onnx(anchor, target)))
         for n, k in enumerate(group):  # teacher speed interpolated to the part's place in the sequence
             here = before + (after - before) * (n + 0.5) / len(group)
@@ -145,7 +124,7 @@ def compare_whole(models: Mapping[str, nn.Module], target: Target, resolution: i
     if target.runtime != "onnxruntime":
         return {k: measure_whole(m, target, resolution) for k, m in models.items()}
     data = {k: export_dynamic_onnx(m, (1, 3, resolution, resolution)) for k, m in models.items()}
-    return {k: float(np.median(v)) for k, v in sample_alternating(data, target).items()}
+    return {k: float(np.median(v)) for k, v in time_alternating(data, target).items()}
 
 
 def count_macs(module: nn.Module, shape: Sequence[int]) -> int:

@@ -17,6 +17,7 @@ from bespoke.targets.device_profiler import CSV_COLUMNS, OVERHEAD_KEY
 from bespoke.targets.measure import Measurement, summarize, time_runs
 from bespoke.targets.memory import MemoryEstimate, estimate_peak_memory
 from bespoke.targets.onnx_io import export_onnx, export_onnx_bytes, part_key
+from bespoke.targets.paired import measure_paired, time_alternating, time_onnx
 from bespoke.targets.runtimes import (
     RUNTIMES,
     Measurer,
@@ -55,6 +56,7 @@ __all__ = [
     "load_targets",
     "measure",
     "measure_onnx",
+    "measure_paired",
     "part_key",
     "profile_parts_locally",
     "profiler_source",
@@ -62,5 +64,7 @@ __all__ = [
     "resolve_budget",
     "summarize",
     "targets_from_dicts",
+    "time_alternating",
+    "time_onnx",
     "time_runs",
 ]

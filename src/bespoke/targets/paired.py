@@ -1,0 +1,75 @@
+"""Paired timing: a model timed in alternation with a reference model, so that their ratio survives drift.
+
+On a shared or throttled CPU the speed drifts by tens of percent within minutes (seen on the 2-core benchmark
+machine: one EfficientNet-Lite0 ONNX file at 6.6 ms, then 4.1 ms a quarter of an hour later, each measurement with a
+spread of 10-40 %). A budget of ``0.5x`` the teacher and a latency predicted from a table measured an hour earlier
+are both *ratios* to the teacher; judging them with two absolute measurements taken at different times mixes the
+model's speed with the machine's. Timing the model and the reference in turn (A B A B ..., each block warm) keeps
+every pair close in time, and
+
+    value = median(model runs) / median(reference runs) x reference value
+
+puts the model on the scale on which the reference was measured when the budgets were set. The raw median, the
+reference's median now and the ratio stay in ``details``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from bespoke.errors import BespokeError
+from bespoke.targets import device_profiler as protocol
+from bespoke.targets.measure import Measurement
+from bespoke.targets.spec import Target
+
+OnnxSource = bytes | str | os.PathLike[str]
+
+
+def time_onnx(model: OnnxSource, target: Target, repeats: int | None = None, *, what: str = "a model") -> list[float]:
+    """Per-run ms of one ONNX model (bytes or a file) on an onnxruntime ``target``: warm-up, then timed runs."""
+    data = model if isinstance(model, bytes) else os.fspath(model)
+    try:
+        session = protocol.make_session(data, target.threads, target.opt_level)
+        feed = protocol.input_feed(session, target.batch)
+    except Exception as exc:  # onnxruntime refuses the model
+        raise BespokeError(f"onnxruntime cannot run {what}: {str(exc).splitlines()[0]}") from None
+    return protocol.time_runs(lambda: session.run(None, feed), target.warmup, repeats or target.repeats)
+
+
+def time_alternating(models: Mapping[str, OnnxSource], target: Target, *, passes: int = 2) -> dict[str, list[float]]:
+    """Per-run ms of several whole models, each timed warm, visiting them ``passes`` times in turn (A B A B):
+    ``target.repeats`` runs of each in all."""
+    samples: dict[str, list[float]] = {k: [] for k in models}
+    per_pass = max(1, -(-target.repeats // passes))
+    for _ in range(passes):
+        for key, model in models.items():
+            samples[key] += time_onnx(model, target, per_pass, what=key)
+    return samples
+
+
+def measure_paired(model: OnnxSource, reference: OnnxSource, target: Target, *, reference_value: float,
+                   passes: int = 4) -> Measurement:
+    """``model`` on an onnxruntime ``target``, timed in alternation with ``reference`` and expressed on the scale
+    where ``reference`` takes ``reference_value`` ms (see the module docstring)."""
+    if target.runtime != "onnxruntime":
+        raise BespokeError(f"paired timing needs an onnxruntime target, {target.name!r} is {target.runtime}")
+    if not reference_value > 0:
+        raise BespokeError(f"reference value must be positive, got {reference_value}")
+    for source in (model, reference):
+        if not isinstance(source, bytes) and not Path(source).is_file():
+            raise BespokeError(f"ONNX file not found: {source}")
+    samples = time_alternating({"model": model, "reference": reference}, target, passes=passes)
+    raw, ref_now = float(np.median(samples["model"])), float(np.median(samples["reference"]))
+    scale = reference_value / ref_now
+    stats = protocol.summarize([s * scale for s in samples["model"]])
+    details = {"timed": f"warm, alternating with the reference ({passes} passes, A B A B)",
+               "source": "bytes" if isinstance(model, bytes) else str(model),
+               "reference": "bytes" if isinstance(reference, bytes) else str(reference),
+               "raw_median_ms": round(raw, 4), "reference_now_ms": round(ref_now, 4),
+               "reference_value_ms": round(reference_value, 4), "ratio": round(raw / ref_now, 5),
+               "threads": target.threads, "opt_level": target.opt_level, "warmup": target.warmup}
+    return Measurement.from_stats(stats, runtime="onnxruntime", details=details)
