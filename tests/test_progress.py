@@ -30,6 +30,15 @@ def test_line_progress_reports_every_interval_with_an_estimate() -> None:
     assert line.startswith("distill: 5/10 (50%)") and "elapsed" in line and "left" in line
 
 
+def test_line_progress_estimates_from_the_work_done_since_a_resume() -> None:
+    out = io.StringIO()
+    prog = LineProgress(every=0, stream=out)
+    task = prog.add_task("finetune", total=100, completed=90, postfix="")
+    prog.tasks[task].start -= 30.0  # the task was added 30 s ago
+    prog.advance(task, 2)  # 2 steps in 30 s, 8 to go: 2 minutes, not 30 s x 8 / 92
+    assert "~2m00s left" in out.getvalue()
+
+
 @pytest.mark.parametrize(("env", "tty", "mode"), [
     ({}, False, "lines"), ({"BESPOKE_PROGRESS": "0"}, True, "off"), ({"BESPOKE_PROGRESS": "1"}, False, "bar"),
     ({"RANK": "1"}, True, "off"),

@@ -12,7 +12,7 @@ from torch import nn
 
 from bespoke.baselines import BudgetInfo, Teacher, finetune_donor, prune_and_distill
 from bespoke.bench.context import TEACHER, TEACHER_LABELLED, BenchContext
-from bespoke.bench.measuring import measure_model_dir, measurement_targets
+from bespoke.bench.measuring import REFERENCE_TRIES, measure_model_dir, measurement_targets
 from bespoke.bench.preset import ENGINE_TEACHER
 from bespoke.bench.stages import StageLedger, StageRecord, run_model_stage
 from bespoke.errors import BespokeError
@@ -64,7 +64,7 @@ def resolve_budgets(ctx: BenchContext) -> dict[str, float]:
     for key, members in groups.items():
         probe = next((s for s in standard if _settings(s) == key), max(members, key=lambda t: t.repeats))
         if probe.runtime == "onnxruntime":  # the delivered file, measured like every model (cached in the card)
-            reference = measure_model_dir(directory, [probe], log=ctx.log).latency_ms[probe.name]
+            reference = measure_model_dir(directory, [probe], tries=REFERENCE_TRIES, log=ctx.log).latency_ms[probe.name]
         else:
             model = model or load_model_dir(directory)[0]
             reference = measure(model, probe, ctx.resolution).value

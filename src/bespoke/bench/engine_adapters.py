@@ -1,8 +1,12 @@
 """The two engines as benchmark stages: the block engine (``bespoke.search``) and TOFA (``bespoke.supernet``).
 
-Both get the benchmark's targets with *absolute* budgets (the bench's reference measurement of the teacher),
-so every method aims at the same number. The engine packages are imported when their stage runs: an engine
-that does not import makes only its own stage fail, never the baselines.
+Both get the benchmark's targets as written: a relative budget (``0.5x``) stays relative, and each engine resolves
+it against its own teacher (the same architecture as the bench's reference), measured alongside its own models, so
+that a drift of the machine's speed between the bench's reference measurement and the engine's work cannot move
+the target. The delivered cards then get the bench's absolute budget (``budget_resolved``; the engine's own
+resolution is kept in ``provenance.engine_budget_resolved``), and the bench times every model alongside its
+reference teacher, so every method is judged against the same number on the same scale. The engine packages are
+imported when their stage runs: an engine that does not import makes only its own stage fail, never the baselines.
 
 Settings come from the preset's ``bespoke:`` / ``tofa:`` sections (keys checked by the preset):
 
@@ -22,20 +26,13 @@ from bespoke.bench.context import BenchContext
 from bespoke.bench.engines import register_engine_stage
 from bespoke.errors import BespokeError
 from bespoke.export import CARD, read_card, update_card
-from bespoke.targets import Budget, Target
+from bespoke.targets import Target
 from bespoke.train import FinetuneConfig
 
 
-def absolute_targets(ctx: BenchContext) -> list[Target]:
-    """The benchmark's budget targets with their budgets resolved to absolute values (as the bench did)."""
-    out = []
-    for target in ctx.targets:
-        if target.name not in ctx.budgets:
-            continue
-        value = ctx.budgets[target.name]
-        text = f"{value:.6g}ms" if target.unit == "ms" else f"{value:.6g}"
-        out.append(target.model_copy(update={"budget": Budget.parse(text)}))
-    return out
+def engine_targets(ctx: BenchContext) -> list[Target]:
+    """The benchmark's targets that have a budget, as written (relative budgets stay relative)."""
+    return [t for t in ctx.targets if t.name in ctx.budgets]
 
 
 def _teacher(ctx: BenchContext, engine: str) -> tuple[Path, bool]:
@@ -45,12 +42,16 @@ def _teacher(ctx: BenchContext, engine: str) -> tuple[Path, bool]:
 
 
 def _label(ctx: BenchContext, dirs: list[Path], method: str) -> list[Path]:
-    """Give the engine's cards the benchmark's method label and budget as written (``0.5x``; the engine was
-    given its absolute value, which stays in ``budget_resolved``)."""
+    """Give the engine's cards the benchmark's method label, budget as written and absolute budget (the engine's
+    own resolution of it moves to ``provenance.engine_budget_resolved``)."""
     written = {t.name: str(t.budget) for t in ctx.targets if t.budget is not None}
     for d in dirs:
         card = read_card(d)
-        fields = {"method": method, "budget": written.get(card.target or "", card.budget)}
+        target = card.target or ""
+        fields: dict = {"method": method, "budget": written.get(target, card.budget)}
+        if target in ctx.budgets and card.budget_resolved != ctx.budgets[target]:
+            fields["budget_resolved"] = ctx.budgets[target]
+            fields["provenance"] = {"engine_budget_resolved": card.budget_resolved}
         if any(getattr(card, k, None) != v for k, v in fields.items()):
             update_card(d, **fields)
     return dirs
@@ -71,7 +72,7 @@ def block_engine_stage(ctx: BenchContext) -> list[Path]:
     s = ctx.engine_settings("bespoke")
     teacher, labelled = _teacher(ctx, "bespoke")
     kwargs = {k: s[k] for k in ("donors", "size", "max_span", "distill_steps", "seed") if k in s}
-    targets, out = absolute_targets(ctx), ctx.stage_dir("bespoke")
+    targets, out = engine_targets(ctx), ctx.stage_dir("bespoke")
     try:
         dirs = search.run_block_engine(
             teacher, targets, data=ctx.splits, out=out,
@@ -97,11 +98,11 @@ def supernet_engine_stage(ctx: BenchContext) -> list[Path]:
         train={"seed": ctx.preset.data.seed, **s.get("train", {})})
     supernet.train_supernet(job)
     try:
-        result = supernet.select_subnets(out / "supernet", absolute_targets(ctx), out / "models",
+        result = supernet.select_subnets(out / "supernet", engine_targets(ctx), out / "models",
                                          config=supernet.SelectConfig(**s.get("select", {})))
         dirs = [Path(c.model_dir) for c in result.choices]
     except BespokeError as exc:  # some budgets infeasible: keep the targets it did deliver
-        dirs = _delivered(out / "models", absolute_targets(ctx), exc, ctx)
+        dirs = _delivered(out / "models", engine_targets(ctx), exc, ctx)
     return _label(ctx, dirs, f"tofa supernet ({ctx.preset.data.label_fraction:.0%} labels)")
 
 

@@ -66,6 +66,7 @@ class _LineTask:
     total: float | None
     completed: float
     fields: dict[str, Any]
+    first: float = 0.0  # completed when the task was added (a resumed job starts part-way)
     start: float = field(default_factory=time.monotonic)
     last: float = field(default_factory=time.monotonic)
     done: bool = False
@@ -89,7 +90,7 @@ class LineProgress:
     def add_task(self, description: str, total: float | None = None, completed: float = 0,
                  **fields: Any) -> TaskID:
         task_id = TaskID(len(self.tasks))
-        self.tasks[task_id] = _LineTask(description, total, completed, dict(fields))
+        self.tasks[task_id] = _LineTask(description, total, completed, dict(fields), first=completed)
         return task_id
 
     def update(self, task_id: TaskID, *, advance: float | None = None, **fields: Any) -> None:
@@ -112,8 +113,9 @@ class LineProgress:
         if task.total:
             parts[0] += f"/{task.total:g} ({task.completed / task.total:.0%})"
         parts.append(f"{_duration(elapsed)} elapsed")
-        if task.total and 0 < task.completed < task.total:
-            parts.append(f"~{_duration(elapsed / task.completed * (task.total - task.completed))} left")
+        done_here = task.completed - task.first
+        if task.total and done_here > 0 and task.completed < task.total:
+            parts.append(f"~{_duration(elapsed / done_here * (task.total - task.completed))} left")
         postfix = str(task.fields.get("postfix", "") or "")
         return ", ".join(parts + ([postfix] if postfix else []))
 
