@@ -99,7 +99,7 @@ def test_tofa_study_smoke_writes_every_section_and_resumes(tmp_path: Path) -> No
     for heading in ("## Delivered models", "## Semi-supervised gain", "## Cost of K targets",
                     "## Accuracy predictor and selection time", "## Done when", "## Steps"):
         assert heading in md
-    assert cpu < 60, f"smoke study took {cpu:.0f} CPU-s"  # about 25 s wall on an idle 2-core machine
+    assert cpu < 300, f"smoke study took {cpu:.0f} CPU-s"  # a runaway guard, not a speed claim
     assert elapsed < 180, f"smoke study took {elapsed:.0f} s"  # a runaway guard that tolerates a busy machine
 
     with torch_threads(1):

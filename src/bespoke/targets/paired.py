@@ -52,7 +52,7 @@ def time_alternating(models: Mapping[str, OnnxSource], target: Target, *, passes
 
 
 def measure_paired(model: OnnxSource, reference: OnnxSource, target: Target, *, reference_value: float,
-                   passes: int = 4) -> Measurement:
+                   passes: int = 2) -> Measurement:
     """``model`` on an onnxruntime ``target``, timed in alternation with ``reference`` and expressed on the scale
     where ``reference`` takes ``reference_value`` ms (see the module docstring)."""
     if target.runtime != "onnxruntime":
