@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 
 import torch
 
+from bespoke.bench.results import cpu_model_name
 from bespoke.utils.atomic import write_json, write_text
 
 BIN = Path(sys.executable).parent
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     per_rank = max(1, cores // args.ranks)
     bespoke, torchrun = str(BIN / "bespoke"), [str(BIN / "torchrun"), "--nproc_per_node", str(args.ranks),
                                                  "-m", "bespoke.cli.main"]
-    doc: dict[str, Any] = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": cores,
+    doc: dict[str, Any] = {"machine": {"cpu": cpu_model_name(), "cores": cores,
                                        "torch": torch.__version__}, "ranks": args.ranks}
 
     local = timed(out, "house-local", [bespoke, "house", "build", *HOUSE, "--out", str(out / "house-local")], cores)

@@ -4,9 +4,10 @@ A subnet is stem + its active blocks + head. Each part's cost depends only on it
 (``BlockSpec.key(size)``), so every part any subnet can contain is enumerated from the search space and
 measured once per *measurement setting* (runtime, threads, batch, optimisation level, repeats): targets that
 differ only in their budget share one table. The prediction ``scale * sum(parts) + offset`` is calibrated by
-least squares against a few whole subnets measured with the target's own protocol (``bespoke.targets``), which
-also absorbs the per-run overhead each part's timing includes. The largest subnet's whole-model value is the
-reference of relative budgets. Tables are cached as JSON in ``SUPERNET/latency/``.
+least squares against a few whole subnets measured with the target's own protocol (``bespoke.targets``; on
+onnxruntime each is timed in alternation with the largest subnet and put on its scale, as the delivered model is
+after export), which also absorbs the per-run overhead each part's timing includes. The largest subnet's
+whole-model value is the reference of relative budgets. Tables are cached as JSON in ``SUPERNET/latency/``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,17 @@ from bespoke.supernet.genome import GenomeLayout
 from bespoke.supernet.space import BlockConfig, SearchSpace, SubnetConfig, block_variant, subnet_spec
 from bespoke.supernet.specs import NetSpec
 from bespoke.supernet.static import ConvBNAct, Head, MBConv, StaticNet
-from bespoke.targets import TableLookup, Target, export_onnx_bytes, export_parts_for_device, measure, part_key
+from bespoke.targets import (
+    TableLookup,
+    Target,
+    export_onnx_bytes,
+    export_parts_for_device,
+    measure,
+    measure_paired,
+    part_key,
+)
 from bespoke.targets import device_profiler as protocol
-from bespoke.targets.measure import eval_mode, random_input, time_runs, torch_threads
+from bespoke.targets.measure import eval_mode, image_shape, random_input, time_runs, torch_threads
 from bespoke.train import cpu_seconds
 from bespoke.utils.atomic import write_json
 from bespoke.utils.progress import make_progress
@@ -252,9 +261,16 @@ def _calibrate(table: CostTable, net_spec: NetSpec, space: SearchSpace, target: 
     rng = np.random.default_rng([seed, 104729])
     cfgs = [space.largest(), space.smallest(), *(space.sample(rng) for _ in range(max(0, n - 2)))]
     raw, actual = [], []
+    reference: bytes | None = None
     for cfg in cfgs:
         model = extract(cfg) if extract is not None else StaticNet(subnet_spec(net_spec, space, cfg))
-        value = robust_value(model, target, cfg.resolution, tries=3 if cfg == space.largest() else 2)
+        if reference is not None:  # on the largest subnet's scale, like the check after export
+            value = measure_paired(export_onnx_bytes(model, image_shape(target.batch, cfg.resolution)), reference,
+                                   target, reference_value=actual[0]).value
+        else:
+            value = robust_value(model, target, cfg.resolution, tries=3 if cfg == space.largest() else 2)
+            if target.runtime == "onnxruntime":
+                reference = export_onnx_bytes(model, image_shape(target.batch, cfg.resolution))
         raw.append(table.raw(cfg, lengths))
         actual.append(value)
         table.calibration.append({"config": cfg.key(), "raw": round(raw[-1], 6), "measured": round(value, 6)})
