@@ -11,8 +11,10 @@ training from checkpoints):
    labelled share only (the benchmark's teacher recipe);
 2. reference: the teacher's ``model.onnx`` timed with ONNX Runtime (CPU, batch 1, 1 thread); the budgets
    ``--factors`` x that median are fixed in ms, so every method aims at the same numbers;
-3. (a) ``tofa``: the supernet trained once with the semi-supervised loss, then ``select_subnets`` for the targets,
-   and again for ``--sweep-targets`` budgets spread over ``--sweep-range`` (the measured cost of K targets);
+3. (a) ``tofa``: the supernet trained once with the semi-supervised loss (or, with ``--tofa-supernet DIR``, one
+   the benchmark's ``tofa`` stage already trained with the same recipe, checked and copied in), then
+   ``select_subnets`` for the targets, and again for ``--sweep-targets`` budgets spread over ``--sweep-range``
+   (the measured cost of K targets);
 4. (b) ``labelled_only``: the same supernet recipe with ``semi_supervised: false``, same selection;
 5. (c) ``extract_finetune``: the OFA-style route without supernet training: the supernet built from the teacher
    (0 training steps), the same predictor + latency table + evolutionary search pick a subnet per target, which
@@ -30,6 +32,7 @@ import hashlib
 import json
 import math
 import shlex
+import shutil
 import statistics
 import sys
 import time
@@ -104,7 +107,7 @@ PROFILES: dict[str, tuple[Any, Any]] = {
     "repeats": (50, 10),
 }
 # Flags that do not change what a run computes (left out of the settings a resumed run must match).
-UNCHECKED = {"out", "results", "smoke", "teacher"}
+UNCHECKED = {"out", "results", "smoke", "teacher", "tofa_supernet"}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -128,6 +131,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="tiny settings: checks the plumbing, not the method")
     p.add_argument("--teacher", type=Path, default=None, help="fine-tuned teacher model directory (default: the "
                    f"benchmark's {BENCH_TEACHER.relative_to(ROOT)} if present, else fine-tuned here)")
+    p.add_argument("--tofa-supernet", type=Path, default=None, help="a finished supernet trained elsewhere with "
+                   "exactly (a)'s recipe (e.g. the benchmark's tofa stage, ENGINES/tofa/supernet): copied in as (a) "
+                   "instead of training it again, after its recorded job is checked against (a)'s")
     add("--teacher-model", "zoo model fine-tuned when no teacher directory is used", default="efficientnet_lite2")
     add("--data", "data set spec (bespoke.data.load_dataset)", default="fashion-mnist")
     add("--seed", "seed of splits, labelled share, training and search", type=int, default=0)
@@ -375,6 +381,26 @@ def share_cost_tables(source: Path, dest: Path) -> None:
         target = dest / "latency" / table.name
         if not target.is_file():
             write_bytes(target, table.read_bytes())
+
+
+def adopt_supernet(source: Path, job: SupernetJob) -> None:
+    """Copy a finished supernet to ``job.out`` as if trained there: its recorded job (data, labels, space,
+    recipe, teacher) must equal ``job`` but for the folder, so (a) stays the recipe (b) is compared with; its
+    training cost comes along in its metadata. Checkpoints are left behind."""
+    if not (source / META_FILE).is_file():
+        raise BespokeError(f"{source} is not a finished supernet (no {META_FILE})", "train it first, or drop "
+                           "--tofa-supernet")
+    recorded, wanted = read_meta(source).job, job.model_dump(mode="json", exclude={"out"})
+    if recorded != wanted:
+        diff = [k for k in sorted(set(recorded) | set(wanted)) if recorded.get(k) != wanted.get(k)]
+        detail = "; ".join(f"{k}: {recorded.get(k)!r} vs {wanted.get(k)!r}" for k in diff)
+        raise BespokeError(f"{source} was trained with another recipe than (a): {detail}",
+                           "pass the flags (and --teacher) it was trained with, or drop --tofa-supernet")
+    dest = Path(job.out)
+    tmp = dest.with_name(dest.name + ".adopting")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("checkpoints"))
+    tmp.replace(dest)
 
 
 def build_untrained_supernet(study: Study, out: Path) -> None:
@@ -861,8 +887,11 @@ def run_study(study: Study) -> dict[str, Any]:
     for method, semi in (("tofa", True), ("labelled_only", False)):
         root = study.dir(method)
         job = supernet_job(study, root / "supernet", semi_supervised=semi)
-        ledger.run(f"{method}:train", (root / "supernet" / META_FILE).is_file(),
-                   lambda j=job: train_supernet(j, data=study.source))
+        done = (root / "supernet" / META_FILE).is_file()
+        if method == "tofa" and a.tofa_supernet is not None and not done:
+            ledger.run("tofa:adopt", False, lambda j=job: adopt_supernet(Path(a.tofa_supernet), j))
+            done = True
+        ledger.run(f"{method}:train", done, lambda j=job: train_supernet(j, data=study.source))
         record_trained(root / "supernet")
         if method != "tofa":
             share_cost_tables(study.dir("tofa") / "supernet", root / "supernet")

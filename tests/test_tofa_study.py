@@ -108,3 +108,15 @@ def test_tofa_study_smoke_writes_every_section_and_resumes(tmp_path: Path) -> No
     assert again["methods"]["tofa"]["models"] == doc["methods"]["tofa"]["models"]
     with pytest.raises(study.BespokeError, match="other settings"):
         study.main([*argv, "--steps", "3"], log=lambda _: None)
+
+    # --tofa-supernet: a supernet trained elsewhere with (a)'s recipe is adopted as (a); another recipe is refused
+    second = study.open_study(study.parse_args([*argv, "--out", str(tmp_path / "run2")]), lambda _: None)
+    trained = tmp_path / "run" / "tofa" / "supernet"
+    job = study.supernet_job(second, second.dir("tofa") / "supernet", semi_supervised=True)
+    study.adopt_supernet(trained, job)
+    adopted = Path(job.out)
+    assert study.weights_digest(adopted) == study.weights_digest(trained)
+    assert study.read_meta(adopted).cost_cpu_s == study.read_meta(trained).cost_cpu_s
+    assert not (adopted / "checkpoints").exists()
+    with pytest.raises(study.BespokeError, match="another recipe"):
+        study.adopt_supernet(trained, study.supernet_job(second, tmp_path / "x", semi_supervised=False))
