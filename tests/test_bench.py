@@ -43,7 +43,7 @@ def test_packaged_preset_validates_full_and_smoke() -> None:
     assert [str(t.budget) for t in full.targets] == ["0.7x", "0.5x", "0.35x"]
     assert all(t.runtime == "onnxruntime" and t.threads == 1 and t.batch == 1 for t in full.targets)
     cfg = full.train_config(full.donors[0])  # the plain recipe for every baseline
-    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.label_smoothing, cfg.augment) == (3, 64, 1e-3, 0.1, "weak")
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.label_smoothing, cfg.augment) == (3, 64, 1e-3, 0.1, "flip")
     assert full.train_config(full.teacher).epochs == 5  # the teacher trains longer: it must be the best model
     assert full.data.resolution == 64 and full.data.train_images == 12_000 and full.data.test_images is None
     assert full.data.label_fraction == 0.1 and full.pruned_config().kd_weight > 0

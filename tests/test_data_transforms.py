@@ -28,7 +28,7 @@ def dataset(n: int = 24, size: int = 8, classes: int = 4) -> TensorImageDataset:
     return TensorImageDataset(images, torch.arange(n) % classes, resolution=size)
 
 
-@pytest.mark.parametrize("kind", ["eval", "weak", "strong"])
+@pytest.mark.parametrize("kind", ["eval", "flip", "weak", "strong"])
 def test_transform_shapes_and_dtype(kind: str) -> None:
     x = image()
     out = build_transform(kind, MEAN, STD)(x)  # type: ignore[arg-type]
@@ -41,6 +41,16 @@ def test_eval_is_exact_normalisation() -> None:
     x = image()
     expected = (x.float() / 255 - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
     torch.testing.assert_close(build_transform("eval", MEAN, STD)(x), expected)
+
+
+def test_flip_is_the_image_or_its_mirror() -> None:
+    x = image()
+    norm = build_transform("eval", MEAN, STD)(x)
+    flip = build_transform("flip", MEAN, STD)
+    torch.manual_seed(0)
+    views = [flip(x) for _ in range(12)]
+    assert all(torch.equal(v, norm) or torch.equal(v, norm.flip(-1)) for v in views)
+    assert any(torch.equal(v, norm) for v in views) and any(torch.equal(v, norm.flip(-1)) for v in views)
 
 
 def test_weak_differs_from_strong_and_is_random() -> None:

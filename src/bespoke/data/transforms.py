@@ -1,6 +1,7 @@
-"""Image transforms on uint8 ``[3, R, R]`` tensors (torchvision.transforms.v2, no PIL): eval, weak, strong.
+"""Image transforms on uint8 ``[3, R, R]`` tensors (torchvision.transforms.v2, no PIL): eval, flip, weak, strong.
 
 - ``eval``: to float in [0, 1] + normalise.
+- ``flip``: random horizontal flip + normalise (the plain fine-tuning recipe).
 - ``weak``: random horizontal flip + random translation up to 12.5% (FixMatch's flip-and-shift) + normalise.
 - ``strong``: weak + RandAugment (2 ops, magnitude 9) + normalise + RandomErasing (one box, Cutout-like).
 
@@ -18,8 +19,8 @@ from torchvision.transforms import v2
 
 from bespoke.errors import BespokeError
 
-TransformKind = Literal["eval", "weak", "strong"]
-TRANSFORM_KINDS: tuple[str, ...] = ("eval", "weak", "strong")
+TransformKind = Literal["eval", "flip", "weak", "strong"]
+TRANSFORM_KINDS: tuple[str, ...] = ("eval", "flip", "weak", "strong")
 MAX_TRANSLATE = 0.125
 
 
@@ -46,6 +47,8 @@ def build_transform(
     to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean_, std_)]
     if kind == "eval":
         return v2.Compose(to_float)
+    if kind == "flip":
+        return v2.Compose([v2.RandomHorizontalFlip(), *to_float])
     weak = [
         v2.RandomHorizontalFlip(),
         v2.RandomAffine(degrees=0.0, translate=(MAX_TRANSLATE, MAX_TRANSLATE)),

@@ -47,7 +47,7 @@ class FinetuneConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
-    augment: Literal["none", "weak", "strong"] = "weak"
+    augment: Literal["none", "flip", "weak", "strong"] = "weak"
     kd_weight: float = Field(0.0, ge=0, le=1, description="weight of the KD term when a teacher is given")
     kd_temperature: float = Field(4.0, gt=0)
     seed: int = 0
