@@ -231,3 +231,19 @@ def test_demo_preset_takes_the_flags_and_validates(tmp_path):
     assert demo_preset(DemoConfig(smoke=True)).data.resolution == 32
     with pytest.raises(BespokeError, match="unknown engine"):
         run_demo(DemoConfig(engines=["nope"], out=tmp_path / "o"))
+
+
+def test_engine_prediction_is_put_on_the_bench_scale() -> None:
+    from bespoke.bench.measuring import PRED_REFERENCE, prediction_on_scale
+    from bespoke.export import ModelCard
+
+    def card(**kw: object) -> ModelCard:
+        return ModelCard(arch="a", arch_config={}, engine="bespoke", num_classes=2, resolution=8,
+                         mean=(0.5,) * 3, std=(0.5,) * 3, **kw)  # type: ignore[arg-type]
+
+    # the engine timed its teacher at 5.0 ms and predicts 2.5 ms (half of it); the bench's teacher took 4.0 ms
+    scaled = card(latency_pred_ms=2.5, provenance={PRED_REFERENCE: 5.0})
+    assert prediction_on_scale(scaled, 4.0) == pytest.approx(2.0)
+    assert prediction_on_scale(card(latency_pred_ms=2.5), 4.0) == 2.5  # no recorded scale: as predicted
+    assert prediction_on_scale(card(), 4.0) is None
+    assert prediction_on_scale(scaled, None) == 2.5

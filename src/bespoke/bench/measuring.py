@@ -75,3 +75,21 @@ def measure_model_dir(directory: str | Path, targets: Sequence[Target], *, refer
         card = update_card(directory, accuracy=result.accuracy, accuracy_split="test")
         log(f"[bench] {directory.name}: test top-1 {result.accuracy:.4f}")
     return card
+
+
+#: ``card.provenance`` key an engine writes next to ``latency_pred_ms``: the value of its own reference model
+#: (teacher, largest subnet) on the scale of the prediction.
+PRED_REFERENCE = "latency_reference_ms"
+
+
+def prediction_on_scale(card: ModelCard, reference_ms: float | None) -> float | None:
+    """The engine's latency prediction put on the scale where the benchmark's reference takes ``reference_ms``.
+
+    An engine predicts on its own scale (its own timing of its reference); the benchmark measures every model on
+    the scale of its teacher's reference measurement. Without the engine's reference value the prediction is
+    returned as it is.
+    """
+    pred, ref = card.latency_pred_ms, card.provenance.get(PRED_REFERENCE)
+    if pred is None or not reference_ms or not ref:
+        return pred
+    return round(float(pred) * reference_ms / float(ref), 4)

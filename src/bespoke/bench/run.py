@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +12,14 @@ from bespoke.bench.baseline_stages import donor_stages, pruned_stages, teacher_s
 from bespoke.bench.context import TEACHER, BenchContext
 from bespoke.bench.costs import MethodCost, method_costs
 from bespoke.bench.engines import EXPECTED_ENGINES, EngineStage, engine_stages, missing_reason, run_engine_stage
-from bespoke.bench.measuring import measure_model_dir, measurement_targets
+from bespoke.bench.measuring import measure_model_dir, measurement_targets, prediction_on_scale
 from bespoke.bench.preset import BenchPreset, load_preset
 from bespoke.bench.results import write_results
 from bespoke.bench.stages import StageLedger, StageRecord
 from bespoke.data import load_dataset, split_labelled
 from bespoke.errors import BespokeError
-from bespoke.report import ResultRow, row_from_card
+from bespoke.export import read_card
+from bespoke.report import LATENCY_1T, ResultRow, row_from_card
 from bespoke.utils.atomic import write_json
 
 PRESET_SNAPSHOT = "preset.json"
@@ -103,9 +104,7 @@ def _measure_all(ctx: BenchContext, records: list[StageRecord]) -> list[ResultRo
     """Measure every delivered model once (cached in its card) and return the result rows in stage order."""
     targets = measurement_targets(ctx.preset.measure)
     directories = dict.fromkeys(d for r in records if r.status in ("done", "skipped") for d in r.dirs)
-    rows = []
-    for directory in directories:
-        card = measure_model_dir(directory, targets, reference=ctx.teacher_dirs[TEACHER], test_set=ctx.splits.test,
-                                 log=ctx.log)
-        rows.append(row_from_card(card, directory))
-    return rows
+    cards = {d: measure_model_dir(d, targets, reference=ctx.teacher_dirs[TEACHER], test_set=ctx.splits.test,
+                                  log=ctx.log) for d in directories}
+    reference = read_card(ctx.teacher_dirs[TEACHER]).latency_ms.get(LATENCY_1T)
+    return [replace(row_from_card(card, d), pred_ms=prediction_on_scale(card, reference)) for d, card in cards.items()]

@@ -18,7 +18,8 @@ def render_report(rows: Sequence[ResultRow], title: str, extra_sections: Mapping
     """Markdown: title, results table, the plot (when ``plot_name``), then ``extra_sections`` in order."""
     parts = [f"# {title}", "", "## Results", "",
              "Test top-1 on the test split; latency = median of ONNX Runtime (CPU, batch 1) runs of the "
-             "exported `model.onnx` at 1 and 2 threads; pred = the engine's own latency prediction; cost = "
+             "exported `model.onnx` at 1 and 2 threads; pred = the engine's own latency prediction, on the scale "
+             "of the 1-thread column; cost = "
              "CPU-seconds (user + system) of the stages that made the model.", "", results_table(rows)]
     if plot_name:
         parts += [f"![accuracy vs latency]({plot_name})", ""]

@@ -96,6 +96,7 @@ def deliver(house: House, target: Target, search: TargetSearch, student: nn.Modu
         fields["latency_ms"] = {target.name: round(measurement.value, 4)}
         fields["latency_pred_ms"] = search.predicted * drift
         fields["prediction_error"] = (search.predicted * drift - measurement.value) / measurement.value
+        fields["provenance"] = {"latency_reference_ms": teacher_now}  # the scale of latency_pred_ms
     return update_card(out_dir, **fields)
 
 
