@@ -234,8 +234,8 @@ def test_demo_preset_takes_the_flags_and_validates(tmp_path):
 
 
 def test_engine_prediction_is_put_on_the_bench_scale() -> None:
-    from bespoke.bench.measuring import PRED_REFERENCE, prediction_on_scale
-    from bespoke.export import ModelCard
+    from bespoke.bench.measuring import prediction_on_scale
+    from bespoke.export import PRED_REFERENCE, ModelCard
 
     def card(**kw: object) -> ModelCard:
         return ModelCard(arch="a", arch_config={}, engine="bespoke", num_classes=2, resolution=8,

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bespoke.bench.preset import MeasureSection
 from bespoke.data import TransformedDataset, build_transform
-from bespoke.export import ONNX, ModelCard, load_model_dir, read_card, update_card
+from bespoke.export import ONNX, PRED_REFERENCE, ModelCard, load_model_dir, read_card, update_card
 from bespoke.report import LATENCY_1T, LATENCY_2T
 from bespoke.targets import Target, measure_onnx, measure_paired
 from bespoke.train import evaluate
@@ -75,11 +75,6 @@ def measure_model_dir(directory: str | Path, targets: Sequence[Target], *, refer
         card = update_card(directory, accuracy=result.accuracy, accuracy_split="test")
         log(f"[bench] {directory.name}: test top-1 {result.accuracy:.4f}")
     return card
-
-
-#: ``card.provenance`` key an engine writes next to ``latency_pred_ms``: the value of its own reference model
-#: (teacher, largest subnet) on the scale of the prediction.
-PRED_REFERENCE = "latency_reference_ms"
 
 
 def prediction_on_scale(card: ModelCard, reference_ms: float | None) -> float | None:

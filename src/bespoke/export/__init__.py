@@ -1,7 +1,7 @@
 """Export and the output contract: verified ONNX, model cards, model directories, architecture builders."""
 
 from bespoke.export.builders import ArchBuilder, build_arch, register_arch_builder, zoo_arch_config
-from bespoke.export.card import ModelCard
+from bespoke.export.card import PRED_REFERENCE, ModelCard
 from bespoke.export.model_dir import (
     CARD,
     ONNX,
@@ -20,6 +20,7 @@ __all__ = [
     "CARD",
     "ONNX",
     "OPSET",
+    "PRED_REFERENCE",
     "WEIGHTS",
     "ArchBuilder",
     "ModelCard",

@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bespoke.errors import BespokeError
 
+#: ``provenance`` key an engine writes beside ``latency_pred_ms``: the value of its own reference model (teacher,
+#: largest subnet) on the scale of that prediction, so a report can put the prediction on another scale.
+PRED_REFERENCE = "latency_reference_ms"
+
 
 class ModelCard(BaseModel):
     """``card.json`` of a model directory (the output contract every engine writes)."""

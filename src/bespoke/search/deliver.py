@@ -17,7 +17,7 @@ import numpy as np
 from torch import nn
 
 from bespoke.data import DataSplits
-from bespoke.export import CARD, ONNX, ModelCard, read_card, save_model_dir, update_card
+from bespoke.export import CARD, ONNX, PRED_REFERENCE, ModelCard, read_card, save_model_dir, update_card
 from bespoke.export import export_onnx_bytes as export_dynamic_onnx
 from bespoke.house import House, assemble_student, student_arch_config
 from bespoke.search.annealing import AnnealConfig
@@ -96,7 +96,7 @@ def deliver(house: House, target: Target, search: TargetSearch, student: nn.Modu
         fields["latency_ms"] = {target.name: round(measurement.value, 4)}
         fields["latency_pred_ms"] = search.predicted * drift
         fields["prediction_error"] = (search.predicted * drift - measurement.value) / measurement.value
-        fields["provenance"] = {"latency_reference_ms": teacher_now}  # the scale of latency_pred_ms
+        fields["provenance"] = {PRED_REFERENCE: teacher_now}
     return update_card(out_dir, **fields)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from bespoke.errors import BespokeError
-from bespoke.export import ModelCard, export_onnx_bytes, save_model_dir, update_card
+from bespoke.export import PRED_REFERENCE, ModelCard, export_onnx_bytes, save_model_dir, update_card
 from bespoke.supernet.config import SelectConfig
 from bespoke.supernet.data import DataSource, SpecSource
 from bespoke.supernet.efficiency import CostTable, build_cost_table
@@ -204,9 +204,9 @@ def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> Target
         limit = min(limit, pred_cost) * (budget / after.value) * 0.98  # the table was optimistic: tighten
     cpu = round(cpu_seconds() - cpu0, 1)
     latency_ms = {target.name: round(after.value, 4)} if target.unit == "ms" else {}
-    scale = {"provenance": {"latency_reference_ms": table.reference}} if latency_ms and table.reference else {}
+    scale = {"provenance": {PRED_REFERENCE: table.reference}} if latency_ms and table.reference else {}
     update_card(model_dir, latency_ms=latency_ms, latency={target.name: after.model_dump(mode="json")},
-                cost_cpu_s={"select": cpu}, **scale)  # latency_reference_ms: the scale of latency_pred_ms
+                cost_cpu_s={"select": cpu}, **scale)
     return TargetChoice(target.name, target.unit, card.budget, budget, best.to_dict(), round(pred_acc, 4),
                         round(pred_cost, 4), round(after.value, 4), round(accuracy, 4),
                         budget is None or after.value <= budget, round(search_ms, 2), attempt, str(model_dir),
