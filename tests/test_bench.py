@@ -247,3 +247,41 @@ def test_engine_prediction_is_put_on_the_bench_scale() -> None:
     assert prediction_on_scale(card(latency_pred_ms=2.5), 4.0) == 2.5  # no recorded scale: as predicted
     assert prediction_on_scale(card(), 4.0) is None
     assert prediction_on_scale(scaled, None) == 2.5
+
+
+def test_finished_stage_is_measured_at_once_and_then_needs_no_model_file(tmp_path: Path, tiny_net, tiny_splits) -> None:
+    """A stage's models are timed when it ends (the teacher best of 3, others paired with it); the cards keep
+    the figures, so measuring again reads them back even when the ONNX file is gone."""
+    from bespoke.bench import BenchContext
+    from bespoke.bench.context import TEACHER
+    from bespoke.bench.measuring import measure_record
+    from bespoke.export import ONNX, export_onnx_bytes, read_card
+    from bespoke.report import LATENCY_1T, LATENCY_2T
+
+    def model_dir(name: str) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        (d / ONNX).write_bytes(export_onnx_bytes(tiny_net.eval(), (1, 3, 16, 16)))
+        write_card(d, card().model_copy(update={"accuracy": 0.5, "resolution": 16}))
+        return d
+
+    teacher, other = model_dir("teacher"), model_dir("other")
+    preset = load_preset("fashion-mnist", smoke=True)
+    ctx = BenchContext(preset=preset, out=tmp_path, smoke=True, splits=tiny_splits, labelled=tiny_splits.train,
+                       unlabelled=tiny_splits.train, targets=list(preset.targets), log=lambda _: None)
+    failed = StageRecord(name="x", method="x", role="one-off", status="failed", dirs=[str(other)])
+    assert measure_record(ctx, failed) is None  # no reference yet, and a failed stage is never measured
+    ctx.teacher_dirs[TEACHER] = teacher
+    assert measure_record(ctx, failed) is None and read_card(other).latency_ms == {}
+
+    ref = measure_record(ctx, StageRecord(name=TEACHER, method="t", role="one-off", status="done",
+                                          dirs=[str(teacher)]))
+    assert ref is not None and set(ref.latency_ms) == {LATENCY_1T, LATENCY_2T}
+    done = measure_record(ctx, StageRecord(name="x", method="x", role="one-off", status="done", dirs=[str(other)]))
+    assert done is not None and set(done.latency_ms) == {LATENCY_1T, LATENCY_2T}
+    assert "ratio" in done.latency[LATENCY_1T]["details"]  # timed alongside the reference
+
+    (other / ONNX).unlink()
+    again = measure_record(ctx, StageRecord(name="x", method="x", role="one-off", status="skipped",
+                                            dirs=[str(other)]))
+    assert again is not None and again.latency_ms == done.latency_ms

@@ -12,13 +12,19 @@ from torch import nn
 
 from bespoke.baselines import BudgetInfo, Teacher, finetune_donor, prune_and_distill
 from bespoke.bench.context import TEACHER, TEACHER_LABELLED, BenchContext
-from bespoke.bench.measuring import REFERENCE_TRIES, measure_model_dir, measurement_targets
+from bespoke.bench.measuring import REFERENCE_TRIES, measure_model_dir, measure_record, measurement_targets
 from bespoke.bench.preset import ENGINE_TEACHER
 from bespoke.bench.stages import StageLedger, StageRecord, run_model_stage
 from bespoke.errors import BespokeError
 from bespoke.export import ONNX, ModelCard, export_onnx_bytes, load_model_dir
 from bespoke.targets import Target, measure, measure_paired
 from bespoke.targets.measure import image_shape
+
+
+def _measured(ctx: BenchContext, record: StageRecord) -> StageRecord:
+    """The record, once its models are measured (see :func:`~bespoke.bench.measuring.measure_record`)."""
+    measure_record(ctx, record)
+    return record
 
 
 def _suffix(labelled_only: bool, ctx: BenchContext) -> str:
@@ -36,10 +42,10 @@ def teacher_stages(ctx: BenchContext, ledger: StageLedger) -> list[StageRecord]:
         directory = ctx.out / "models" / key
         ctx.teacher_dirs[key] = directory
         method = f"teacher {spec.model}{_suffix(labelled_only, ctx)}"
-        records.append(run_model_stage(
+        records.append(_measured(ctx, run_model_stage(
             ledger, key, directory, lambda lo=labelled_only, m=method, d=directory: finetune_donor(
                 spec.model, ctx.train_data(lo), ctx.preset.train_config(spec), d, method=m),
-            method=method, role="one-off", log=ctx.log))
+            method=method, role="one-off", log=ctx.log)))
     if records[0].status == "failed":
         raise BespokeError(f"the teacher could not be fine-tuned: {records[0].message}")
     ctx.budgets.update(resolve_budgets(ctx))
@@ -88,10 +94,10 @@ def donor_stages(ctx: BenchContext, ledger: StageLedger) -> list[StageRecord]:
             name = f"donor-{spec.model}" + ("-labelled" if labelled_only else "")
             method = f"finetuned {spec.model}{_suffix(labelled_only, ctx)}"
             directory = ctx.out / "models" / name
-            records.append(run_model_stage(
+            records.append(_measured(ctx, run_model_stage(
                 ledger, name, directory, lambda s=spec, lo=labelled_only, m=method, d=directory: finetune_donor(
                     s.model, ctx.train_data(lo), ctx.preset.train_config(s), d, method=m, engine="baseline-donor"),
-                method=method, role="one-off", log=ctx.log))
+                method=method, role="one-off", log=ctx.log)))
     return records
 
 
@@ -120,8 +126,9 @@ def pruned_stages(ctx: BenchContext, ledger: StageLedger) -> list[StageRecord]:
             name = f"pruned-{target.name}" + ("-labelled" if labelled_only else "")
             directory = ctx.out / "models" / name
             make = _pruned_maker(ctx, partial(teacher, key), target, labelled_only, method, directory)
-            records.append(run_model_stage(ledger, name, directory, make, method=method, role="per-target",
-                                           target=target.name, uses=[key], log=ctx.log))
+            records.append(_measured(ctx, run_model_stage(ledger, name, directory, make, method=method,
+                                                          role="per-target", target=target.name, uses=[key],
+                                                          log=ctx.log)))
     return records
 
 

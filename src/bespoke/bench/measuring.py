@@ -6,6 +6,10 @@ and on a machine whose speed drifts two absolute timings taken an hour apart wou
 in the card (``latency_ms[key]`` = median, ``latency[key]`` = the full measurement), so a
 resumed benchmark does not measure a model twice. Test accuracy comes from the card; a card without one is
 evaluated on the benchmark's test split.
+
+Each stage's models are measured as soon as the stage ends (:func:`measure_record`), so a finished stage's
+figures live in its cards: the final table only reads them back, and it needs no model file of a stage that was
+measured before.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader, Dataset
 
+from bespoke.bench.context import TEACHER, BenchContext
 from bespoke.bench.preset import MeasureSection
+from bespoke.bench.stages import StageRecord
 from bespoke.data import TransformedDataset, build_transform
-from bespoke.export import ONNX, PRED_REFERENCE, ModelCard, load_model_dir, read_card, update_card
+from bespoke.export import CARD, ONNX, PRED_REFERENCE, ModelCard, load_model_dir, read_card, update_card
 from bespoke.report import LATENCY_1T, LATENCY_2T
 from bespoke.targets import Target, measure_onnx, measure_paired
 from bespoke.train import evaluate
@@ -74,6 +80,24 @@ def measure_model_dir(directory: str | Path, targets: Sequence[Target], *, refer
         result = evaluate(model, DataLoader(TransformedDataset(test_set, tf), batch_size=256))
         card = update_card(directory, accuracy=result.accuracy, accuracy_split="test")
         log(f"[bench] {directory.name}: test top-1 {result.accuracy:.4f}")
+    return card
+
+
+def measure_record(ctx: BenchContext, record: StageRecord) -> ModelCard | None:
+    """Measure the models of a finished stage the standard way (:func:`measure_model_dir`); returns the last card.
+
+    The reference teacher is measured best of ``REFERENCE_TRIES`` (it sets every other model's scale), the others
+    in alternation with it. Failed stages, and any stage before the reference exists, are left alone.
+    """
+    reference = ctx.teacher_dirs.get(TEACHER)
+    if record.status not in ("done", "skipped") or reference is None or not (reference / CARD).is_file():
+        return None
+    targets = measurement_targets(ctx.preset.measure)
+    card = None
+    for d in record.dirs:
+        own = Path(d).resolve() == reference.resolve()
+        card = measure_model_dir(d, targets, reference=None if own else reference,
+                                 tries=REFERENCE_TRIES if own else 1, test_set=ctx.splits.test, log=ctx.log)
     return card
 
 

@@ -12,7 +12,7 @@ from bespoke.bench.baseline_stages import donor_stages, pruned_stages, teacher_s
 from bespoke.bench.context import TEACHER, BenchContext
 from bespoke.bench.costs import MethodCost, method_costs
 from bespoke.bench.engines import EXPECTED_ENGINES, EngineStage, engine_stages, missing_reason, run_engine_stage
-from bespoke.bench.measuring import measure_model_dir, measurement_targets, prediction_on_scale
+from bespoke.bench.measuring import measure_model_dir, measure_record, measurement_targets, prediction_on_scale
 from bespoke.bench.preset import BenchPreset, load_preset
 from bespoke.bench.results import write_results
 from bespoke.bench.stages import StageLedger, StageRecord
@@ -60,6 +60,8 @@ def run_bench(preset: str | Path | BenchPreset = "fashion-mnist", out: str | Pat
             log(f"[bench] {engine_status[name]['message']}")
             continue
         engine_records = run_engine_stage(ledger, name, stages[name], ctx)
+        for record in engine_records[1:]:  # the delivered models (the first record is the engine's preparation)
+            measure_record(ctx, record)
         records += engine_records
         head = engine_records[0]
         engine_status[name] = {"status": head.status, "message": head.message}
