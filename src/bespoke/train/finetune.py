@@ -31,7 +31,7 @@ from bespoke.train.evaluate import EvalResult, evaluate
 from bespoke.train.guard import check_finite, check_finite_grads
 from bespoke.train.losses import kd_loss
 from bespoke.train.optim import make_optimizer, make_scheduler
-from bespoke.utils.device import autocast, pick_device
+from bespoke.utils.device import autocast, channels_last, pick_device
 from bespoke.utils.distributed import DistContext
 from bespoke.utils.progress import make_progress
 from bespoke.utils.seed import rng_state, seed_everything, set_rng_state
@@ -164,7 +164,7 @@ def finetune(model: nn.Module, train_ds: Dataset, test_ds: Dataset, cfg: Finetun
     train_tf = build_transform("eval" if cfg.augment == "none" else cfg.augment, mean, std)
     data = TransformedDataset(train_ds, train_tf)
     model.train()
-    with make_progress() as progress:
+    with channels_last(model, teacher), make_progress() as progress:
         task = progress.add_task(stage, total=total_steps, completed=step, postfix="")
         while epoch < cfg.epochs:
             sampler = ResumableSampler(n, cfg.seed, epoch, start=step_in_epoch * cfg.batch_size, rank=ctx.rank,
@@ -178,7 +178,8 @@ def finetune(model: nn.Module, train_ds: Dataset, test_ds: Dataset, cfg: Finetun
             if step_in_epoch == 0:
                 running = 0.0
             for x, y in loader:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
+                y = y.to(device, non_blocking=True)
                 with autocast(device):
                     logits = model(x)
                     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
@@ -205,9 +206,9 @@ def finetune(model: nn.Module, train_ds: Dataset, test_ds: Dataset, cfg: Finetun
             epoch += 1
             step_in_epoch = 0
             save_state()
-    model.eval()
-    result = _evaluate_shards(model, TransformedDataset(test_ds, build_transform("eval", mean, std)),
-                              cfg.eval_batch_size, ctx)
+        model.eval()
+        result = _evaluate_shards(model, TransformedDataset(test_ds, build_transform("eval", mean, std)),
+                                  cfg.eval_batch_size, ctx)
     return FinetuneResult(accuracy=result.accuracy, test_loss=result.loss, steps=step, epochs=cfg.epochs,
                           cpu_s=spent_cpu + ctx.sum(cpu_seconds() - cpu0),
                           wall_s=spent_wall + time.perf_counter() - wall0, history=history)

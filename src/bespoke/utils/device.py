@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -25,3 +26,22 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def channels_last(*modules: torch.nn.Module | None) -> Iterator[None]:
+    """Keep the 4-D weights of ``modules`` in channels-last (NHWC) layout inside the block, plain layout after.
+
+    oneDNN's depthwise and 1x1 convolutions run faster on NHWC (EfficientNet-Lite2 at 64 px on 2 CPU cores:
+    training +10 %, inference +26 %; ``benchmarks/channels_last.py``); safetensors, ONNX export and collective
+    communication want contiguous tensors, hence the restore. Parameters keep their identity (an optimiser built
+    before stays valid).
+    """
+    present = [m for m in modules if m is not None]
+    for m in present:
+        m.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        for m in present:
+            m.to(memory_format=torch.contiguous_format)
