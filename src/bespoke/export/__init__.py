@@ -4,6 +4,7 @@ from bespoke.export.builders import ArchBuilder, build_arch, register_arch_build
 from bespoke.export.card import PRED_REFERENCE, ModelCard
 from bespoke.export.model_dir import (
     CARD,
+    CARD_MD,
     ONNX,
     WEIGHTS,
     count_macs,
@@ -18,6 +19,7 @@ from bespoke.export.onnx_export import OPSET, export_onnx, export_onnx_bytes, on
 
 __all__ = [
     "CARD",
+    "CARD_MD",
     "ONNX",
     "OPSET",
     "PRED_REFERENCE",
