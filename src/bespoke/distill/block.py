@@ -30,7 +30,7 @@ from bespoke.train import (
     make_optimizer,
     make_scheduler,
 )
-from bespoke.utils.device import autocast
+from bespoke.utils.device import autocast, channels_last
 from bespoke.utils.progress import make_progress
 
 
@@ -105,12 +105,13 @@ def distill_group(seg: Segmentation, jobs: Sequence[DistillJob], next_batch: Cal
     upto = max(job.end for job in jobs)
     needed = sorted({j.start for j in jobs} | {j.end for j in jobs})
     batch_bytes = 0
-    with make_progress() as progress:
+    layout = channels_last(*seg.segments, *(job.module for job in jobs))  # NHWC: faster convolutions on CPU
+    with layout, make_progress() as progress:
         task = progress.add_task(f"distill {len(jobs)} alternatives", total=cfg.steps, postfix="")
         for step in range(cfg.steps):
             if not alive:
                 break
-            acts = teacher_boundaries(seg, next_batch().to(device), upto)
+            acts = teacher_boundaries(seg, next_batch().to(device, memory_format=torch.channels_last), upto)
             batch_bytes = max(batch_bytes, tensor_bytes(acts[k] for k in needed))
             for job_id in list(alive):
                 job = alive[job_id]
@@ -133,16 +134,16 @@ def distill_group(seg: Segmentation, jobs: Sequence[DistillJob], next_batch: Cal
                 value = loss.item()
                 running[job_id] = value if step == 0 else 0.9 * running[job_id] + 0.1 * value
             progress.update(task, advance=1, postfix=f"{len(alive)} alive")
-    for job_id, job in alive.items():
-        job.module.eval()
-        metrics: dict[str, float | int | None] = {"train_loss": running.get(job_id), "steps": cfg.steps}
-        if val is not None and len(val):
-            metrics.update(validate(seg, job, val, device))
-        loss = metrics.get("val_loss")
-        if loss is not None and not torch.isfinite(torch.tensor(float(loss))):
-            outcomes[job_id] = DistillOutcome(job_id, "diverged", metrics, f"validation loss {loss}")
-        else:
-            outcomes[job_id] = DistillOutcome(job_id, "done", metrics)
+        for job_id, job in alive.items():
+            job.module.eval()
+            metrics: dict[str, float | int | None] = {"train_loss": running.get(job_id), "steps": cfg.steps}
+            if val is not None and len(val):
+                metrics.update(validate(seg, job, val, device))
+            loss = metrics.get("val_loss")
+            if loss is not None and not torch.isfinite(torch.tensor(float(loss))):
+                outcomes[job_id] = DistillOutcome(job_id, "diverged", metrics, f"validation loss {loss}")
+            else:
+                outcomes[job_id] = DistillOutcome(job_id, "done", metrics)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return GroupReport(outcomes=[outcomes[j.id] for j in jobs], batch_activation_bytes=batch_bytes,
                        group_param_bytes=_state_bytes([j.module for j in jobs]), max_rss_mb=rss_mb,
