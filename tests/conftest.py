@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -15,6 +18,19 @@ torch.set_num_threads(2)
 FASHION_DIR = Path(os.environ.get("BESPOKE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 needs_fashion = pytest.mark.skipif(not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
                                    reason="Debian dataset-fashion-mnist not installed")
+
+
+BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark_script(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` (scripts, not a package) as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS_DIR / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through the module
+    spec.loader.exec_module(module)
+    return module
 
 
 class TinyNet(nn.Module):

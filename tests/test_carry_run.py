@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from bespoke.errors import BespokeError
 from bespoke.export import CARD, ONNX, WEIGHTS, ModelCard, read_card, save_model_dir, update_card, write_card
 from bespoke.supernet.tiny import tiny_arch_config, tiny_efficientnet
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "carry_run.py"
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("carry_run", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_benchmark_script
 
 
 def _run(root: Path) -> Path:
@@ -51,7 +38,7 @@ def _run(root: Path) -> Path:
 
 
 def test_save_then_restore_rebuilds_what_the_remaining_stages_need(tmp_path: Path) -> None:
-    carry = _script()
+    carry = load_benchmark_script("carry_run")
     run = _run(tmp_path)
     saved = carry.save(run, tmp_path / "carried", ["models/teacher"])
     assert saved["weights"] == ["models/teacher"]

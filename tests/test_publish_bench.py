@@ -3,15 +3,13 @@ README block; smoke and unfinished runs are refused."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "publish_bench.py"
+from tests.conftest import load_benchmark_script
+
 MD = """# bespoke benchmark: p
 
 ## Results
@@ -35,13 +33,6 @@ MD = """# bespoke benchmark: p
 """
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("publish_bench", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(path: Path, *, smoke: bool = False, status: str = "done") -> Path:
@@ -57,7 +48,7 @@ def _run(path: Path, *, smoke: bool = False, status: str = "done") -> Path:
 
 
 def test_publish_copies_files_and_replaces_only_the_block(tmp_path: Path) -> None:
-    pub = _script()
+    pub = load_benchmark_script("publish_bench")
     readme = tmp_path / "README.md"
     readme.write_text("# t\nbefore\n<!-- bench:p:start -->\nold table\n<!-- bench:p:end -->\nafter\n")
     dest = pub.publish(_run(tmp_path / "run"), tmp_path / "benchmarks" / "results", readme)
@@ -71,7 +62,7 @@ def test_publish_copies_files_and_replaces_only_the_block(tmp_path: Path) -> Non
 
 
 def test_publish_refuses_smoke_unfinished_and_missing_markers(tmp_path: Path) -> None:
-    pub = _script()
+    pub = load_benchmark_script("publish_bench")
     readme = tmp_path / "README.md"
     readme.write_text("<!-- bench:p:start -->\n<!-- bench:p:end -->\n")
     with pytest.raises(pub.BespokeError, match="smoke"):

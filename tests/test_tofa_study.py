@@ -3,13 +3,10 @@ nothing. The teacher is the tiny timm EfficientNet (a model directory), so the w
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -17,21 +14,13 @@ from bespoke.export import ModelCard, save_model_dir
 from bespoke.supernet.tiny import tiny_arch_config, tiny_efficientnet
 from bespoke.targets.measure import torch_threads
 from bespoke.train import cpu_seconds
-from tests.conftest import needs_fashion
+from tests.conftest import load_benchmark_script, needs_fashion
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tofa_study.py"
 METHODS = ("tofa", "labelled_only", "extract_finetune")
 
 pytestmark = [pytest.mark.integration, needs_fashion]
 
 
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("tofa_study", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through the module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _number(value: object) -> bool:
@@ -47,7 +36,7 @@ def _tiny_teacher(path: Path) -> Path:
 
 
 def test_tofa_study_smoke_writes_every_section_and_resumes(tmp_path: Path) -> None:
-    study = _load_script()
+    study = load_benchmark_script("tofa_study")
     teacher = _tiny_teacher(tmp_path / "teacher")
     argv = ["--smoke", "--out", str(tmp_path / "run"), "--results", str(tmp_path / "results"),
             "--teacher", str(teacher), "--space-expands", "3", "6", "--train-images", "90", "--test-images", "60",
