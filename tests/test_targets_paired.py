@@ -29,8 +29,11 @@ TARGET = Target(name="t", runtime="onnxruntime", threads=1, batch=1, warmup=3, r
 
 def test_alternating_visits_each_model_the_asked_number_of_runs(files) -> None:
     small, big = files
-    samples = time_alternating({"a": small, "b": big.read_bytes()}, TARGET, passes=4)
+    samples = time_alternating({"a": small, "b": big.read_bytes()}, TARGET, block=7)  # 5 blocks of 7, one of 5
     assert len(samples["a"]) == len(samples["b"]) == 40
+    assert time_alternating({}, TARGET) == {}
+    with pytest.raises(BespokeError, match="block"):
+        time_alternating({"a": small}, TARGET, block=0)
 
 
 def test_paired_value_is_the_ratio_times_the_reference_value(files) -> None:

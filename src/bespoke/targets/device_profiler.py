@@ -72,14 +72,19 @@ class ProfilerError(Exception):
 
 
 def time_runs(fn: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
-    """Call ``fn`` ``warmup`` times untimed, then ``repeats`` times timed one by one; return ms per run."""
+    """Call ``fn`` ``warmup`` times untimed, then ``repeats`` times timed one by one; return ms per run.
+
+    The garbage collector is kept out of the timed runs (collected before, off during); a caller that switched it
+    off already manages it around several calls.
+    """
     if repeats < 1 or warmup < 0:
         raise ProfilerError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     for _ in range(warmup):
         fn()
     gc_was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
+    if gc_was_enabled:
+        gc.collect()
+        gc.disable()
     samples = []
     try:
         for _ in range(repeats):

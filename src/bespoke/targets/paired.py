@@ -5,7 +5,10 @@ machine: one EfficientNet-Lite0 ONNX file at 6.6 ms, then 4.1 ms a quarter of an
 spread of 10-40 %). A budget of ``0.5x`` the teacher and a latency predicted from a table measured an hour earlier
 are both *ratios* to the teacher; judging them with two absolute measurements taken at different times mixes the
 model's speed with the machine's. Timing the model and the reference in turn (A B A B ..., each block warm) keeps
-every pair close in time, and
+every pair close in time: each model's session is opened once and warmed up, then the models take turns in short
+blocks of runs (``BLOCK_RUNS``, each after ``BLOCK_WARMUP`` untimed runs that refill the caches the other model
+evicted), so the speed swings of a shared machine, which last from a fraction of a second to minutes, fall on
+both models alike. And
 
     value = median(model runs) / median(reference runs) x reference value
 
@@ -15,8 +18,9 @@ reference's median now and the ratio stay in ``details``.
 
 from __future__ import annotations
 
+import gc
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -29,30 +33,56 @@ from bespoke.targets.spec import Target
 OnnxSource = bytes | str | os.PathLike[str]
 
 
-def time_onnx(model: OnnxSource, target: Target, repeats: int | None = None, *, what: str = "a model") -> list[float]:
-    """Per-run ms of one ONNX model (bytes or a file) on an onnxruntime ``target``: warm-up, then timed runs."""
+#: Timed runs of one model before the next model takes its turn, and untimed runs at the start of each turn.
+BLOCK_RUNS = 10
+BLOCK_WARMUP = 2
+
+
+def _runner(model: OnnxSource, target: Target, what: str) -> Callable[[], object]:
+    """One inference of ``model`` on an onnxruntime ``target`` (session opened once, seeded random input)."""
     data = model if isinstance(model, bytes) else os.fspath(model)
     try:
         session = protocol.make_session(data, target.threads, target.opt_level)
         feed = protocol.input_feed(session, target.batch)
     except Exception as exc:  # onnxruntime refuses the model
         raise BespokeError(f"onnxruntime cannot run {what}: {str(exc).splitlines()[0]}") from None
-    return protocol.time_runs(lambda: session.run(None, feed), target.warmup, repeats or target.repeats)
+    return lambda: session.run(None, feed)
 
 
-def time_alternating(models: Mapping[str, OnnxSource], target: Target, *, passes: int = 2) -> dict[str, list[float]]:
-    """Per-run ms of several whole models, each timed warm, visiting them ``passes`` times in turn (A B A B):
-    ``target.repeats`` runs of each in all."""
+def time_onnx(model: OnnxSource, target: Target, repeats: int | None = None, *, what: str = "a model") -> list[float]:
+    """Per-run ms of one ONNX model (bytes or a file) on an onnxruntime ``target``: warm-up, then timed runs."""
+    return protocol.time_runs(_runner(model, target, what), target.warmup, repeats or target.repeats)
+
+
+def time_alternating(models: Mapping[str, OnnxSource], target: Target, *,
+                     block: int = BLOCK_RUNS) -> dict[str, list[float]]:
+    """Per-run ms of several whole models: each session opened once and warmed up (``target.warmup`` runs), then
+    the models take turns (A B A B ...) in blocks of ``block`` timed runs until each has ``target.repeats``."""
+    if block < 1:
+        raise BespokeError(f"block must be >= 1, got {block}")
+    runners = {key: _runner(model, target, key) for key, model in models.items()}
+    for run in runners.values():
+        for _ in range(target.warmup):
+            run()
     samples: dict[str, list[float]] = {k: [] for k in models}
-    per_pass = max(1, -(-target.repeats // passes))
-    for _ in range(passes):
-        for key, model in models.items():
-            samples[key] += time_onnx(model, target, per_pass, what=key)
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        done = 0
+        while done < target.repeats:
+            n = min(block, target.repeats - done)
+            for key, run in runners.items():
+                samples[key] += protocol.time_runs(run, BLOCK_WARMUP, n)
+            done += n
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return samples
 
 
 def measure_paired(model: OnnxSource, reference: OnnxSource, target: Target, *, reference_value: float,
-                   passes: int = 2) -> Measurement:
+                   block: int = BLOCK_RUNS) -> Measurement:
     """``model`` on an onnxruntime ``target``, timed in alternation with ``reference`` and expressed on the scale
     where ``reference`` takes ``reference_value`` ms (see the module docstring)."""
     if target.runtime != "onnxruntime":
@@ -62,11 +92,11 @@ def measure_paired(model: OnnxSource, reference: OnnxSource, target: Target, *, 
     for source in (model, reference):
         if not isinstance(source, bytes) and not Path(source).is_file():
             raise BespokeError(f"ONNX file not found: {source}")
-    samples = time_alternating({"model": model, "reference": reference}, target, passes=passes)
+    samples = time_alternating({"model": model, "reference": reference}, target, block=block)
     raw, ref_now = float(np.median(samples["model"])), float(np.median(samples["reference"]))
     scale = reference_value / ref_now
     stats = protocol.summarize([s * scale for s in samples["model"]])
-    details = {"timed": f"warm, alternating with the reference ({passes} passes, A B A B)",
+    details = {"timed": f"warm, alternating with the reference in blocks of {block} runs (A B A B)",
                "source": "bytes" if isinstance(model, bytes) else str(model),
                "reference": "bytes" if isinstance(reference, bytes) else str(reference),
                "raw_median_ms": round(raw, 4), "reference_now_ms": round(ref_now, 4),
