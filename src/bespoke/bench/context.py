@@ -43,6 +43,8 @@ kept in ``references``), ``stage_dir(name)``, ``smoke`` (a tiny plumbing run: ke
     teacher_dirs: dict[str, Path] = field(default_factory=dict)
     teachers_used: set[str] = field(default_factory=set)
     log: Callable[[str], None] = print
+    remeasure: bool = False  # time finished models again (once per run), e.g. after a timing-protocol change
+    remeasured: set[str] = field(default_factory=set)
 
     @property
     def resolution(self) -> int:

@@ -45,9 +45,10 @@ def measurement_targets(settings: MeasureSection) -> list[Target]:
 
 
 def measure_model_dir(directory: str | Path, targets: Sequence[Target], *, reference: str | Path | None = None,
-                      tries: int = 1, test_set: Dataset | None = None,
+                      tries: int = 1, test_set: Dataset | None = None, again: bool = False,
                       log: Callable[[str], None] = print) -> ModelCard:
-    """Fill the card's latency for each of ``targets`` (and accuracy, when missing) unless already there.
+    """Fill the card's latency for each of ``targets`` (and accuracy, when missing) unless already there
+    (``again``: time them even so, e.g. after a change of the timing protocol).
 
     With ``reference`` (a model directory, measured first when its card lacks the target) the model is timed in
     alternation with it and scaled to the reference's recorded value. Without, the measurement with the smallest
@@ -59,7 +60,7 @@ def measure_model_dir(directory: str | Path, targets: Sequence[Target], *, refer
     paired = reference is not None and Path(reference).resolve() != directory.resolve()
     latency_ms, latency = {}, {}
     for target in targets:
-        if target.name in card.latency_ms:
+        if target.name in card.latency_ms and not again:
             continue
         if paired:
             ref_card = measure_model_dir(reference, [target], tries=REFERENCE_TRIES, log=log)  # type: ignore[arg-type]
@@ -87,7 +88,9 @@ def measure_record(ctx: BenchContext, record: StageRecord) -> ModelCard | None:
     """Measure the models of a finished stage the standard way (:func:`measure_model_dir`); returns the last card.
 
     The reference teacher is measured best of ``REFERENCE_TRIES`` (it sets every other model's scale), the others
-    in alternation with it. Failed stages, and any stage before the reference exists, are left alone.
+    in alternation with it. Failed stages, and any stage before the reference exists, are left alone. With
+    ``ctx.remeasure`` every other model is timed again, once per run, when its ONNX file is there (the reference
+    keeps its value, so the budgets stay).
     """
     reference = ctx.teacher_dirs.get(TEACHER)
     if record.status not in ("done", "skipped") or reference is None or not (reference / CARD).is_file():
@@ -95,9 +98,13 @@ def measure_record(ctx: BenchContext, record: StageRecord) -> ModelCard | None:
     targets = measurement_targets(ctx.preset.measure)
     card = None
     for d in record.dirs:
-        own = Path(d).resolve() == reference.resolve()
-        card = measure_model_dir(d, targets, reference=None if own else reference,
+        path = Path(d).resolve()
+        own = path == reference.resolve()
+        again = ctx.remeasure and not own and str(path) not in ctx.remeasured and (path / ONNX).is_file()
+        card = measure_model_dir(d, targets, reference=None if own else reference, again=again,
                                  tries=REFERENCE_TRIES if own else 1, test_set=ctx.splits.test, log=ctx.log)
+        if again:
+            ctx.remeasured.add(str(path))
     return card
 
 

@@ -15,6 +15,9 @@ def bench_command(
     = False,
     out: Annotated[Path | None, typer.Option(help="results folder [default: benchmarks/results, or "
                                                    "runs/bench-smoke with --smoke]")] = None,
+    remeasure: Annotated[bool, typer.Option("--remeasure", help="time every finished model again (e.g. after a "
+                                            "change of the timing protocol); the reference teacher keeps its "
+                                            "value, so the budgets stay")] = False,
 ) -> None:
     """Run (or resume) a benchmark: teacher, donors, pruned + KD baselines, the engines; measure every model.
 
@@ -25,5 +28,5 @@ def bench_command(
     from bespoke.bench import run_bench
 
     target = out or Path("runs/bench-smoke" if smoke else "benchmarks/results")
-    result = run_bench(preset, target, smoke)
+    result = run_bench(preset, target, smoke, remeasure=remeasure)
     typer.echo(f"done: {result.files['results.md']} ({len(result.rows)} models)")
