@@ -8,6 +8,7 @@ Compared, at the bench's settings (warm-up 10, 100 timed runs of each model):
 
 * ``passes``: the earlier protocol, a fresh session per visit and 2 visits per model (A B A B, 50 runs each);
 * ``blocks``: ``bespoke.targets.time_alternating`` as it is now, sessions opened once, turns of ``BLOCK_RUNS``.
+* ``blocks-per-turn``: the same samples, median of the ratios of adjacent turns (A's turn / B's next turn).
 
 Writes ``benchmarks/results/paired_noise.json`` + ``.md``. Run it on an otherwise idle machine, or under a known load
 to see how each protocol copes with it (``--note`` records which).
@@ -39,9 +40,14 @@ def ratio_passes(a: Path, b: Path, target: Target, passes: int = 2) -> float:
     return float(np.median(sa) / np.median(sb))
 
 
-def ratio_blocks(a: Path, b: Path, target: Target) -> float:
+def ratios_blocks(a: Path, b: Path, target: Target) -> tuple[float, float]:
+    """``time_alternating``'s samples, two estimators: ratio of the medians (what ``measure_paired`` reports) and
+    median of the per-turn ratios (each turn of A against the turn of B right after it)."""
     samples = time_alternating({"a": a, "b": b}, target)
-    return float(np.median(samples["a"]) / np.median(samples["b"]))
+    turns = [(samples["a"][i:i + BLOCK_RUNS], samples["b"][i:i + BLOCK_RUNS])
+             for i in range(0, target.repeats, BLOCK_RUNS)]
+    per_turn = [np.median(x) / np.median(y) for x, y in turns]
+    return float(np.median(samples["a"]) / np.median(samples["b"])), float(np.median(per_turn))
 
 
 def main() -> None:
@@ -59,17 +65,19 @@ def main() -> None:
     for threads in (int(t) for t in args.threads.split(",")):
         target = Target(name=f"ort-{threads}t", runtime="onnxruntime", threads=threads, batch=1,
                         warmup=args.warmup, repeats=args.repeats)
-        ratios: dict[str, list[float]] = {"passes": [], "blocks": []}
+        ratios: dict[str, list[float]] = {"passes": [], "blocks": [], "blocks-per-turn": []}
         for _ in range(args.trials):  # the protocols take turns, so both see the same stretch of the machine
             ratios["passes"].append(ratio_passes(args.model, args.same_graph, target))
-            ratios["blocks"].append(ratio_blocks(args.model, args.same_graph, target))
+            of_medians, per_turn = ratios_blocks(args.model, args.same_graph, target)
+            ratios["blocks"].append(of_medians)
+            ratios["blocks-per-turn"].append(per_turn)
         for protocol, values in ratios.items():
             row = {"threads": threads, "protocol": protocol, "trials": len(values),
                    "mean": round(statistics.fmean(values), 4), "sd": round(statistics.stdev(values), 4),
                    "max_abs_error": round(max(abs(v - 1.0) for v in values), 4),
                    "ratios": [round(v, 4) for v in values]}
             rows.append(row)
-            print(f"{threads}T {protocol:6s} mean {row['mean']:.4f} sd {row['sd']:.4f} "
+            print(f"{threads}T {protocol:15s} mean {row['mean']:.4f} sd {row['sd']:.4f} "
                   f"max|r-1| {row['max_abs_error']:.4f}", flush=True)
     doc = {"command": f"benchmarks/paired_noise.py {args.model} {args.same_graph} --trials {args.trials} "
                       f"--threads {args.threads}", "note": args.note, "block_runs": BLOCK_RUNS,
@@ -82,8 +90,9 @@ def main() -> None:
 Command: `.venv/bin/python {doc['command']}` ({args.note}). Machine: {doc['machine']['cpu']},
 {doc['machine'].get('cores', '?')} cores, onnxruntime {doc['machine']['onnxruntime']}. True ratio: 1. `passes`: a
 fresh session per visit, 2 visits of 50 runs per model (the earlier protocol); `blocks`: sessions opened once,
-turns of {BLOCK_RUNS} timed runs (now `bespoke.targets.time_alternating`). Warm-up {args.warmup}, {args.repeats}
-timed runs per model and measurement.
+turns of {BLOCK_RUNS} timed runs (now `bespoke.targets.time_alternating`), ratio of the two medians;
+`blocks-per-turn`: the same samples, median of the ratios of adjacent turns. Warm-up {args.warmup},
+{args.repeats} timed runs per model and measurement.
 
 | threads | protocol | trials | mean ratio | sd | max abs error |
 |---|---|---|---|---|---|
