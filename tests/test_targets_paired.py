@@ -42,10 +42,19 @@ def test_paired_value_is_the_ratio_times_the_reference_value(files) -> None:
     d = m.details
     assert m.unit == "ms" and m.n == 40
     assert m.value == pytest.approx(d["ratio"] * 100.0, rel=1e-3)
-    assert d["raw_median_ms"] == pytest.approx(d["ratio"] * d["reference_now_ms"], rel=1e-3)
+    assert d["raw_median_ms"] == pytest.approx(d["ratio_of_medians"] * d["reference_now_ms"], rel=1e-3)
+    assert d["turns"] == 4  # 40 runs in turns of 10; the ratio is the median of the 4 turn ratios
     assert m.value < 100.0, "the small net is faster than the big one"
     same = measure_paired(big, big, TARGET, reference_value=7.0)
     assert same.value == pytest.approx(7.0, rel=0.5)  # the same file against itself: ratio about 1
+
+
+def test_turn_ratios_pair_each_turn_with_the_reference_turn_after_it() -> None:
+    from bespoke.targets.paired import turn_ratios
+
+    model = [2.0] * 10 + [9.0] * 10 + [2.0] * 5  # a burst of load during the second turn, a short last turn
+    reference = [4.0] * 10 + [4.0] * 10 + [4.0] * 5
+    assert turn_ratios(model, reference, 10) == [0.5, 2.25, 0.5]
 
 
 def test_paired_timing_rejects_what_it_cannot_pair(files, tmp_path) -> None:

@@ -12,8 +12,11 @@ both models alike. And
 
     value = median(model runs) / median(reference runs) x reference value
 
-puts the model on the scale on which the reference was measured when the budgets were set. The raw median, the
-reference's median now and the ratio stay in ``details``.
+puts the model on the scale on which the reference was measured when the budgets were set, where the ratio is the
+median over turns of (model's turn median / reference's next turn median): a burst of load that slows a few turns
+moves it far less than it moves the ratio of the two overall medians (on the 2-core benchmark machine, one graph
+timed against itself: sd 2.2 % vs 4.1 %, ``benchmarks/paired_noise.py``). The raw median, the reference's median
+now, both ratios and the number of turns stay in ``details``.
 """
 
 from __future__ import annotations
@@ -81,6 +84,12 @@ def time_alternating(models: Mapping[str, OnnxSource], target: Target, *,
     return samples
 
 
+def turn_ratios(model: list[float], reference: list[float], block: int = BLOCK_RUNS) -> list[float]:
+    """Per turn of :func:`time_alternating` (``block`` runs each), model median / reference median."""
+    return [float(np.median(model[i:i + block]) / np.median(reference[i:i + block]))
+            for i in range(0, min(len(model), len(reference)), block)]
+
+
 def measure_paired(model: OnnxSource, reference: OnnxSource, target: Target, *, reference_value: float,
                    block: int = BLOCK_RUNS) -> Measurement:
     """``model`` on an onnxruntime ``target``, timed in alternation with ``reference`` and expressed on the scale
@@ -94,12 +103,15 @@ def measure_paired(model: OnnxSource, reference: OnnxSource, target: Target, *, 
             raise BespokeError(f"ONNX file not found: {source}")
     samples = time_alternating({"model": model, "reference": reference}, target, block=block)
     raw, ref_now = float(np.median(samples["model"])), float(np.median(samples["reference"]))
-    scale = reference_value / ref_now
+    ratios = turn_ratios(samples["model"], samples["reference"], block)
+    ratio = float(np.median(ratios))
+    scale = ratio * reference_value / raw  # the model's runs, put on the reference's scale
     stats = protocol.summarize([s * scale for s in samples["model"]])
     details = {"timed": f"warm, alternating with the reference in blocks of {block} runs (A B A B)",
                "source": "bytes" if isinstance(model, bytes) else str(model),
                "reference": "bytes" if isinstance(reference, bytes) else str(reference),
                "raw_median_ms": round(raw, 4), "reference_now_ms": round(ref_now, 4),
-               "reference_value_ms": round(reference_value, 4), "ratio": round(raw / ref_now, 5),
+               "reference_value_ms": round(reference_value, 4), "ratio": round(ratio, 5),
+               "ratio_of_medians": round(raw / ref_now, 5), "turns": len(ratios),
                "threads": target.threads, "opt_level": target.opt_level, "warmup": target.warmup}
     return Measurement.from_stats(stats, runtime="onnxruntime", details=details)
