@@ -65,12 +65,15 @@ class PruneSearch:
 
 def prune_to_budget(model: nn.Module, *, measure: Callable[[nn.Module], float], budget: float,
                     resolution: int, max_ratio: float = 0.9, iterations: int = 7,
-                    unpruned_value: float | None = None, round_to: int | None = 8) -> PruneSearch:
+                    unpruned_value: float | None = None, round_to: int | None = 8,
+                    confirmations: int = 3) -> PruneSearch:
     """Bisect the uniform ratio so that ``measure(pruned) <= budget`` with as little pruning as found.
 
     ``measure`` must grow with model size (MACs, params, latency); noisy latency is fine, the search keeps the
     best ratio that was measured under budget. ``unpruned_value`` (the original's known value) saves a probe.
-    Raises ``BespokeError`` when even ``max_ratio`` is over budget.
+    A reading under budget can be a lucky one on a noisy machine, so the chosen ratio is measured once more; while
+    that confirmation is over budget, the search steps to the next larger ratio measured under budget (at most
+    ``confirmations`` times). Raises ``BespokeError`` when even ``max_ratio`` is over budget.
     """
     probes: list[dict[str, float]] = []
 
@@ -96,6 +99,16 @@ def prune_to_budget(model: nn.Module, *, measure: Callable[[nn.Module], float], 
             hi, best_model, best_value = mid, pruned, value
         else:
             lo = mid
+    for _ in range(confirmations if hi > 0 else 0):
+        value = float(measure(best_model))
+        probes.append({"ratio": round(hi, 6), "value": value, "confirmation": 1.0})
+        if value <= budget:
+            best_value = max(best_value, value)
+            break
+        feasible = sorted(p["ratio"] for p in probes if p["ratio"] > round(hi, 6) and p["value"] <= budget)
+        hi = feasible[0] if feasible else max_ratio
+        best_model = prune_uniform(model, hi, resolution=resolution, round_to=round_to)
+        best_value = min(p["value"] for p in probes if p["ratio"] == round(hi, 6))
     return PruneSearch(best_model, hi, best_value, budget, probes)
 
 
