@@ -71,9 +71,10 @@ def prune_to_budget(model: nn.Module, *, measure: Callable[[nn.Module], float], 
 
     ``measure`` must grow with model size (MACs, params, latency); noisy latency is fine, the search keeps the
     best ratio that was measured under budget. ``unpruned_value`` (the original's known value) saves a probe.
-    A reading under budget can be a lucky one on a noisy machine, so the chosen ratio is measured once more; while
-    that confirmation is over budget, the search steps to the next larger ratio measured under budget (at most
-    ``confirmations`` times). Raises ``BespokeError`` when even ``max_ratio`` is over budget.
+    A reading under budget can be a lucky one on a noisy machine, so the chosen ratio is measured once more; when
+    that confirmation is over budget, the gap between it and the next larger ratio measured under budget is
+    bisected again (at most ``confirmations`` times). Raises ``BespokeError`` when even ``max_ratio`` is over
+    budget.
     """
     probes: list[dict[str, float]] = []
 
@@ -92,23 +93,34 @@ def prune_to_budget(model: nn.Module, *, measure: Callable[[nn.Module], float], 
         raise BespokeError(f"uniform pruning cannot reach the budget {budget:g}: at ratio {max_ratio} the "
                            f"model still measures {best_value:g}", "raise the budget or max_ratio")
     lo, hi = 0.0, max_ratio  # value(lo) > budget >= value(hi)
-    for _ in range(iterations):
-        mid = (lo + hi) / 2
-        pruned, value = probe(mid)
-        if value <= budget:
-            hi, best_model, best_value = mid, pruned, value
-        else:
-            lo = mid
-    for _ in range(confirmations if hi > 0 else 0):
+
+    def bisect() -> None:
+        nonlocal lo, hi, best_model, best_value
+        for _ in range(iterations):
+            mid = (lo + hi) / 2
+            pruned, value = probe(mid)
+            if value <= budget:
+                hi, best_model, best_value = mid, pruned, value
+            else:
+                lo = mid
+
+    bisect()
+    for left in range(confirmations, 0, -1):
+        if hi == max_ratio:
+            break
         value = float(measure(best_model))
         probes.append({"ratio": round(hi, 6), "value": value, "confirmation": 1.0})
         if value <= budget:
             best_value = max(best_value, value)
             break
-        feasible = sorted(p["ratio"] for p in probes if p["ratio"] > round(hi, 6) and p["value"] <= budget)
-        hi = feasible[0] if feasible else max_ratio
+        # the first reading was a lucky one: the gap up to the next ratio measured under budget is searched again
+        lo = hi
+        hi = min((p["ratio"] for p in probes if p["ratio"] > round(lo, 6) and p["value"] <= budget),
+                 default=max_ratio)
         best_model = prune_uniform(model, hi, resolution=resolution, round_to=round_to)
         best_value = min(p["value"] for p in probes if p["ratio"] == round(hi, 6))
+        if left > 1:
+            bisect()
     return PruneSearch(best_model, hi, best_value, budget, probes)
 
 
