@@ -209,12 +209,13 @@ def test_bench_command_is_a_thin_typer_function() -> None:
 
     from bespoke.cli.bench import bench_command
 
-    assert list(inspect.signature(bench_command).parameters) == ["preset", "smoke", "out"]
+    assert list(inspect.signature(bench_command).parameters) == ["preset", "smoke", "out", "remeasure"]
     app = typer.Typer()
     app.command("bench")(bench_command)
     app.command("other")(lambda: None)  # two commands: "bench" is a sub-command, as in the real app
     result = CliRunner().invoke(app, ["bench", "--help"])
     assert result.exit_code == 0 and "--smoke" in result.output and "--preset" in result.output
+    assert "--remeasure" in result.output
 
 
 def test_demo_preset_takes_the_flags_and_validates(tmp_path):
