@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch import nn
 
 from bespoke.data import DataSplits
@@ -25,8 +24,7 @@ from bespoke.search.build import build_house
 from bespoke.search.data import house_splits
 from bespoke.search.measure import measure_whole
 from bespoke.search.select import TargetSearch, search_target
-from bespoke.targets import Measurement, Target, load_targets, measure
-from bespoke.targets.paired import time_alternating
+from bespoke.targets import Measurement, Target, load_targets, measure, measure_paired
 from bespoke.train import FinetuneConfig, FinetuneResult, finetune
 from bespoke.utils.atomic import write_json
 
@@ -110,12 +108,9 @@ def _measure_delivered(house: House, target: Target, student: nn.Module, out_dir
         return measure(student, target, house.resolution), measure_whole(house.teacher_model(), target,
                                                                          house.resolution)
     r = house.resolution
-    samples = time_alternating({"student": (out_dir / ONNX).read_bytes(),
-                                       "teacher": export_dynamic_onnx(house.teacher_model(), (1, 3, r, r))}, target)
-    details = {"source": str(out_dir / ONNX), "threads": target.threads, "opt_level": target.opt_level,
-               "warmup": target.warmup, "timed": "warm, alternating with the teacher (A B A B)"}
-    return (Measurement.from_samples(samples["student"], runtime="onnxruntime", details=details),
-            float(np.median(samples["teacher"])))
+    m = measure_paired(out_dir / ONNX, export_dynamic_onnx(house.teacher_model(), (1, 3, r, r)), target,
+                       reference_value=None)  # on the scale of the teacher timed alongside, now
+    return m, float(m.details["reference_now_ms"])
 
 
 def search_and_deliver(house: House | str | Path, targets: Sequence[Target] | str | Path, *, out: str | Path,

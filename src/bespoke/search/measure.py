@@ -28,7 +28,7 @@ from bespoke.export import export_onnx_bytes as export_dynamic_onnx
 from bespoke.targets import TableLookup, Target, estimate_peak_memory, measure, measure_onnx, time_runs
 from bespoke.targets.measure import eval_mode, random_input, torch_threads
 from bespoke.targets.onnx_io import export_onnx, export_onnx_bytes, overhead_onnx_bytes
-from bespoke.targets.paired import time_alternating, time_onnx
+from bespoke.targets.paired import time_onnx
 from bespoke.utils.atomic import write_bytes
 
 #: How part values combine into a model value, per target unit.
@@ -117,14 +117,6 @@ def measure_whole(model: nn.Module, target: Target, resolution: int) -> float:
             write_bytes(path, export_dynamic_onnx(model, (1, 3, resolution, resolution)))
             return measure_onnx(path, target).value
     return measure(model, target, resolution).value
-
-
-def compare_whole(models: Mapping[str, nn.Module], target: Target, resolution: int) -> dict[str, float]:
-    """Several whole models measured in alternation (onnxruntime), so their ratios are fair."""
-    if target.runtime != "onnxruntime":
-        return {k: measure_whole(m, target, resolution) for k, m in models.items()}
-    data = {k: export_dynamic_onnx(m, (1, 3, resolution, resolution)) for k, m in models.items()}
-    return {k: float(np.median(v)) for k, v in time_alternating(data, target).items()}
 
 
 def count_macs(module: nn.Module, shape: Sequence[int]) -> int:

@@ -90,13 +90,14 @@ def turn_ratios(model: list[float], reference: list[float], block: int = BLOCK_R
             for i in range(0, min(len(model), len(reference)), block)]
 
 
-def measure_paired(model: OnnxSource, reference: OnnxSource, target: Target, *, reference_value: float,
+def measure_paired(model: OnnxSource, reference: OnnxSource, target: Target, *, reference_value: float | None,
                    block: int = BLOCK_RUNS) -> Measurement:
     """``model`` on an onnxruntime ``target``, timed in alternation with ``reference`` and expressed on the scale
-    where ``reference`` takes ``reference_value`` ms (see the module docstring)."""
+    where ``reference`` takes ``reference_value`` ms (see the module docstring); ``None``: on the scale of this
+    measurement (the reference's median now, kept in ``details["reference_now_ms"]``)."""
     if target.runtime != "onnxruntime":
         raise BespokeError(f"paired timing needs an onnxruntime target, {target.name!r} is {target.runtime}")
-    if not reference_value > 0:
+    if reference_value is not None and not reference_value > 0:
         raise BespokeError(f"reference value must be positive, got {reference_value}")
     for source in (model, reference):
         if not isinstance(source, bytes) and not Path(source).is_file():
@@ -105,6 +106,7 @@ def measure_paired(model: OnnxSource, reference: OnnxSource, target: Target, *, 
     raw, ref_now = float(np.median(samples["model"])), float(np.median(samples["reference"]))
     ratios = turn_ratios(samples["model"], samples["reference"], block)
     ratio = float(np.median(ratios))
+    reference_value = ref_now if reference_value is None else reference_value
     scale = ratio * reference_value / raw  # the model's runs, put on the reference's scale
     stats = protocol.summarize([s * scale for s in samples["model"]])
     details = {"timed": f"warm, alternating with the reference in blocks of {block} runs (A B A B)",
