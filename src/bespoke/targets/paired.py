@@ -10,11 +10,10 @@ blocks of runs (``BLOCK_RUNS``, each after ``BLOCK_WARMUP`` untimed runs that re
 evicted), so the speed swings of a shared machine, which last from a fraction of a second to minutes, fall on
 both models alike. And
 
-    value = median(model runs) / median(reference runs) x reference value
+    value = median over turns of (model's turn median / reference's next turn median) x reference value
 
-puts the model on the scale on which the reference was measured when the budgets were set, where the ratio is the
-median over turns of (model's turn median / reference's next turn median): a burst of load that slows a few turns
-moves it far less than it moves the ratio of the two overall medians (on the 2-core benchmark machine, one graph
+puts the model on the scale on which the reference was measured when the budgets were set. A burst of load that
+slows a few turns moves this ratio far less than it moves the ratio of the two overall medians (on the 2-core benchmark machine, one graph
 timed against itself: sd 2.2 % vs 4.1 %, ``benchmarks/paired_noise.py``). The raw median, the reference's median
 now, both ratios and the number of turns stay in ``details``.
 """
