@@ -13,9 +13,9 @@ both models alike. And
     value = median over turns of (model's turn median / reference's next turn median) x reference value
 
 puts the model on the scale on which the reference was measured when the budgets were set. A burst of load that
-slows a few turns moves this ratio far less than it moves the ratio of the two overall medians (on the 2-core benchmark machine, one graph
-timed against itself: sd 2.2 % vs 4.1 %, ``benchmarks/paired_noise.py``). The raw median, the reference's median
-now, both ratios and the number of turns stay in ``details``.
+slows a few turns moves this ratio far less than it moves the ratio of the two overall medians (on the 2-core
+benchmark machine, one graph timed against itself: sd 2.2 % vs 4.1 %, ``benchmarks/paired_noise.py``). The raw
+median, the reference's median now, both ratios and the number of turns stay in ``details``.
 """
 
 from __future__ import annotations
