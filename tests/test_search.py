@@ -117,23 +117,25 @@ def test_latency_table_prediction():
     assert peak.predict({"a": (1, 2)}) == pytest.approx(2.0)
 
 
-def test_calibrated_gap_follows_model_size():
-    from bespoke.search.latency import isotonic
-
-    assert isotonic([1.0, 3.0, 2.0, 4.0]) == [1.0, 2.5, 2.5, 4.0]
-    table = LatencyTable(settings={}, unit="ms", teacher=10.0, segments=[3.0, 3.0, 2.0], segment_params=[40, 40, 20],
+def test_calibrated_whole_model_line_through_teacher_and_students():
+    table = LatencyTable(settings={}, unit="ms", teacher=12.0, segments=[3.0, 3.0, 2.0], segment_params=[40, 40, 20],
                          alternatives={"a": 0.5, "b": 1.0}, alternative_params={"a": 5, "b": 10})
-    assert not table.calibrated and table.gap(50) == pytest.approx(2.0)
-    table.add_calibration({"a": (0, 2)}, measured=2.6)  # parts 0.5 + 2.0, 25 params: gap 0.1
+    assert not table.calibrated and table.line() == (1.0, pytest.approx(4.0))  # teacher: parts 8 + overhead 4
+    table.add_calibration({"a": (0, 2)}, measured=3.75)  # parts 0.5 + 2.0 = 2.5: on the line 1.5 x parts
+    table.add_calibration({"b": (2, 3)}, measured=10.5)  # parts 7.0: on the line too
+    table.add_calibration({"a": (0, 1)}, measured=8.25)  # parts 0.5 + 3.0 + 2.0 = 5.5: on the line too
+    table.add_calibration({"a": (0, 2), "b": (2, 3)}, measured=9.0)  # parts 1.5: one odd point
     assert table.calibrated
-    assert table.gap(100) == pytest.approx(2.0) and table.gap(25) == pytest.approx(0.1)
-    assert table.gap(62.5) == pytest.approx(1.05) and table.gap(1) == pytest.approx(0.1)
-    assert table.predict({"a": (0, 2)}) == pytest.approx(2.6)
+    slope, intercept = table.line()
+    assert slope == pytest.approx(1.5) and intercept == pytest.approx(0.0)  # Theil-Sen: the odd point is ignored
+    assert table.predict({}) == pytest.approx(12.0) and table.predict({"a": (0, 2)}) == pytest.approx(3.75)
     problem = Problem(table.segments, [Candidate("a", 0, 2, 0.5, 0.8, 5), Candidate("b", 2, 3, 1.0, 0.8, 10)],
-                      table.overhead, segment_params=table.segment_params, gap=table.gap)
+                      table.overhead, whole=table.whole)
     assert problem.cost(["a"]) == pytest.approx(table.predict({"a": (0, 2)}))
     lowest, cheapest = problem.cheapest()
     assert lowest == pytest.approx(problem.cost(cheapest)) and cheapest == {"a", "b"}
+    assert problem.parts_room(6.0) == pytest.approx(4.0)  # 1.5 x 4 = 6
+    assert Problem([1.0], [], 0.5).parts_room(3.0) == pytest.approx(2.5)
 
 
 def test_incremental_estimator_matches_full_evaluation():

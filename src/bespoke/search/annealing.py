@@ -43,14 +43,13 @@ class Candidate:
 @dataclass
 class Problem:
     """The cost model: teacher segment costs, alternatives, how costs combine, and what whole models add:
-    ``overhead`` (a constant), or ``gap(parameters)`` when given with ``segment_params`` (see latency.py)."""
+    ``overhead`` (a constant), or ``whole(sum of parts)`` when given (an increasing map; see latency.py)."""
 
     segment_costs: list[float]
     candidates: list[Candidate]
     overhead: float = 0.0
     aggregate: str = "sum"
-    segment_params: list[int] | None = None
-    gap: Callable[[float], float] | None = None
+    whole: Callable[[float], float] | None = None
     by_id: dict[str, Candidate] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -59,43 +58,37 @@ class Problem:
     def cost(self, solution: Sequence[str] | Solution) -> float:
         covered = set()
         values = []
-        params = 0
         for a in solution:
             c = self.by_id[a]
             covered.update(range(c.start, c.end))
             values.append(c.cost)
-            params += c.params
         values += [v for i, v in enumerate(self.segment_costs) if i not in covered]
         total = (max(values) if values else 0.0) if self.aggregate == "max" else sum(values)
-        if self.gap is None or self.segment_params is None:
-            return total + self.overhead
-        params += sum(p for i, p in enumerate(self.segment_params) if i not in covered)
-        return total + self.gap(params)
+        return total + self.overhead if self.whole is None else self.whole(total)
 
-    def linear(self) -> tuple[float, float]:
-        """``(slope per parameter, intercept)``: a secant of the whole-model term, for the additive solvers."""
-        if self.gap is None or self.segment_params is None:
-            return 0.0, self.overhead
-        full = float(sum(self.segment_params))
-        low = full / 4
-        slope = max((self.gap(full) - self.gap(low)) / (full - low), 0.0) if full > 0 else 0.0
-        return slope, self.gap(full) - slope * full
-
-    def _item_costs(self) -> tuple[list[float], dict[str, float], float]:
-        slope, intercept = self.linear()
-        params = self.segment_params or [0] * len(self.segment_costs)
-        segs = [c + slope * p for c, p in zip(self.segment_costs, params, strict=True)]
-        return segs, {c.id: c.cost + slope * c.params for c in self.candidates}, intercept
+    def parts_room(self, budget: float) -> float:
+        """The largest sum of part costs whose whole-model cost stays within ``budget``."""
+        if self.whole is None:
+            return budget - self.overhead
+        lo, hi = 0.0, max(budget, 1e-12)
+        while self.whole(hi) <= budget and hi < 1e6 * max(budget, 1.0):
+            hi *= 2
+        if self.whole(lo) > budget:
+            return -1.0
+        for _ in range(60):  # ``whole`` is increasing: bisection
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if self.whole(mid) <= budget else (lo, mid)
+        return lo
 
     def overlaps(self, a: str, b: str) -> bool:
         x, y = self.by_id[a], self.by_id[b]
         return x.start < y.end and y.start < x.end
 
     def cheapest(self) -> tuple[float, Solution]:
-        """The lowest reachable cost and a solution reaching it (dynamic programming over segment positions;
-        exact for additive costs, with the size-dependent whole-model term linearised otherwise)."""
+        """The lowest reachable cost and a solution reaching it (dynamic programming over segment positions: the
+        smallest aggregate of parts, which ``whole`` keeps the smallest)."""
         n = len(self.segment_costs)
-        segs, cands, _ = self._item_costs()
+        segs, cands = self.segment_costs, {c.id: c.cost for c in self.candidates}  # ``whole`` is increasing
         starting: dict[int, list[Candidate]] = {}
         for c in self.candidates:
             starting.setdefault(c.start, []).append(c)
@@ -167,15 +160,15 @@ def _drop(c: Candidate, teacher_accuracy: float) -> float:
 
 def knapsack_initial(problem: Problem, budget: float, teacher_accuracy: float, *, grid: int = 400
                      ) -> Solution | None:
-    """Least total accuracy drop within ``budget`` (costs rounded up to a grid of ``budget / grid``, so the
-    result is feasible for additive costs; with a size-dependent whole-model term the budget shrinks until the
-    true cost fits); ``None`` when nothing fits or costs do not add up (peak memory)."""
+    """Least total accuracy drop within ``budget`` (part costs rounded up to a grid of ``budget / grid`` and
+    summed under :meth:`Problem.parts_room`; the budget shrinks until the true cost fits); ``None`` when nothing
+    fits or costs do not add up (peak memory)."""
     if problem.aggregate != "sum":
         return None
-    segs, cands, intercept = problem._item_costs()
+    segs, cands = problem.segment_costs, {c.id: c.cost for c in problem.candidates}
     target = budget
     for _ in range(12):
-        found = _knapsack(problem, segs, cands, target - intercept, target / grid, teacher_accuracy)
+        found = _knapsack(problem, segs, cands, problem.parts_room(target), target / grid, teacher_accuracy)
         if found is None:
             return None
         if problem.cost(found) <= budget:

@@ -60,10 +60,8 @@ def make_problem(house: House, table: LatencyTable) -> Problem:
         cands.append(Candidate(entry.id, entry.recipe.span[0], entry.recipe.span[1], table.alternatives[entry.id],
                                float(single) if single is not None else None,
                                table.alternative_params.get(entry.id, 0)))
-    calibrated = table.calibrated
     return Problem(list(table.segments), cands, table.overhead, table.aggregate,
-                   segment_params=list(table.segment_params) if calibrated else None,
-                   gap=table.gap if calibrated else None)
+                   whole=table.whole if table.calibrated else None)
 
 
 def search_target(house: House, target: Target, *, data: DataSplits | str | None = None,
