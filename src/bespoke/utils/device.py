@@ -32,10 +32,10 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
 def channels_last(*modules: torch.nn.Module | None) -> Iterator[None]:
     """Keep the 4-D weights of ``modules`` in channels-last (NHWC) layout inside the block, plain layout after.
 
-    oneDNN's depthwise and 1x1 convolutions run faster on NHWC (EfficientNet-Lite2 at 64 px on 2 CPU cores:
-    training +10 %, inference +26 %; ``benchmarks/channels_last.py``); safetensors, ONNX export and collective
-    communication want contiguous tensors, hence the restore. Parameters keep their identity (an optimiser built
-    before stays valid).
+    oneDNN's depthwise and 1x1 convolutions run faster on NHWC (64 px, batch 64, 2 CPU cores: training +20 % /
+    +45 % / +32 % for EfficientNet-Lite2 / Lite0 / MobileNetV2; ``benchmarks/results/channels_last.md``);
+    safetensors, ONNX export and collective communication want contiguous tensors, hence the restore.
+    Parameters keep their identity (an optimiser built before stays valid).
     """
     present = [m for m in modules if m is not None]
     for m in present:
