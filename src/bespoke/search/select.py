@@ -60,8 +60,11 @@ def make_problem(house: House, table: LatencyTable) -> Problem:
         cands.append(Candidate(entry.id, entry.recipe.span[0], entry.recipe.span[1], table.alternatives[entry.id],
                                float(single) if single is not None else None,
                                table.alternative_params.get(entry.id, 0)))
+    if not table.calibrated:
+        return Problem(list(table.segments), cands, table.overhead, table.aggregate)
+    slope, intercept = table.line()  # fitted once: the search evaluates costs thousands of times
     return Problem(list(table.segments), cands, table.overhead, table.aggregate,
-                   whole=table.whole if table.calibrated else None)
+                   whole=lambda parts: slope * parts + intercept)
 
 
 def search_target(house: House, target: Target, *, data: DataSplits | str | None = None,
