@@ -169,8 +169,11 @@ def test_prune_and_distill_writes_a_model_dir_and_resumes_the_search(tmp_path: P
         return macs(m)
 
     settings = PruneSettings(iterations=3, round_to=None)
+    lines: list[str] = []
     card = prune_and_distill(teacher, tiny_data(), cfg, tmp_path / "p", measure=measure, budget=budget,
-                             search=settings)
+                             search=settings, log=lines.append)
+    assert len(lines) == len(calls) and all(line.startswith("[prune] macs-half: ratio ") for line in lines)
+    assert any("(confirmation)" in line for line in lines) and any("under budget" in line for line in lines)
     assert card.engine == "baseline-pruned" and card.target == "macs-half"
     assert card.macs is not None and card.macs <= budget.value
     assert set(card.cost_cpu_s) == {"prune_search", "kd_finetune", "export"}

@@ -55,19 +55,22 @@ class Teacher:
 
 def prune_and_distill(teacher: Teacher, data: TrainData, cfg: FinetuneConfig, out_dir: str | Path, *,
                       measure: Callable[[nn.Module], float], budget: BudgetInfo,
-                      search: PruneSettings | None = None, method: str = "pruned+KD") -> ModelCard:
+                      search: PruneSettings | None = None, method: str = "pruned+KD",
+                      log: Callable[[str], None] | None = None) -> ModelCard:
     """Prune ``teacher`` uniformly until ``measure <= budget.value``, retrain with KD, write ``out_dir``.
 
     Resumable: the found ratio is kept in ``out_dir/prune_search.json`` (re-pruning with it is deterministic for
     the same teacher weights), KD training resumes from ``out_dir/checkpoints``. ``cfg.kd_weight`` must be > 0.
-    Card costs: ``prune_search`` (measured once), ``kd_finetune`` (all attempts), ``export``.
+    Card costs: ``prune_search`` (measured once), ``kd_finetune`` (all attempts), ``export``. ``log`` gets one
+    line per probe of the ratio search.
     """
     if cfg.kd_weight <= 0:
         raise BespokeError("the pruned baseline retrains with KD: kd_weight must be > 0", "set e.g. kd_weight: 0.7")
     out_dir = Path(out_dir)
     costs: dict[str, float] = {}
     with cpu_timer(costs, "prune_search"):
-        found, student = _search(teacher, data.resolution, out_dir, measure, budget, search or PruneSettings())
+        found, student = _search(teacher, data.resolution, out_dir, measure, budget, search or PruneSettings(),
+                                 log)
         arch_config = pruned_arch_config(teacher.arch_config, student)
     costs["prune_search"] += found["cpu_s"] if found.pop("resumed") else 0.0
     result = finetune(student, data.train, data.test, cfg, mean=teacher.mean, std=teacher.std, out_dir=out_dir,
@@ -87,7 +90,8 @@ def prune_and_distill(teacher: Teacher, data: TrainData, cfg: FinetuneConfig, ou
 
 
 def _search(teacher: Teacher, resolution: int, out_dir: Path, measure: Callable[[nn.Module], float],
-            budget: BudgetInfo, settings: PruneSettings) -> tuple[dict[str, Any], nn.Module]:
+            budget: BudgetInfo, settings: PruneSettings, log: Callable[[str], None] | None = None
+            ) -> tuple[dict[str, Any], nn.Module]:
     """The ratio search recorded in ``out_dir`` (re-pruned deterministically), or a new one, saved atomically
     before training starts. The dict's ``resumed`` says which; its ``cpu_s`` is the original search's cost."""
     path = out_dir / SEARCH_FILE
@@ -97,11 +101,18 @@ def _search(teacher: Teacher, resolution: int, out_dir: Path, measure: Callable[
             student = prune_uniform(teacher.model, found["ratio"], resolution=resolution,
                                     round_to=settings.round_to)
             return {**found, "resumed": True}, student
+    def on_probe(entry: dict[str, float]) -> None:
+        if log is not None:
+            verdict = "under" if entry["value"] <= budget.value else "over"
+            again = " (confirmation)" if entry.get("confirmation") else ""
+            log(f"[prune] {budget.target}: ratio {entry['ratio']:.4f}{again} -> {entry['value']:.4g} {budget.unit}, "
+                f"{verdict} budget {budget.value:.4g}")
+
     costs: dict[str, float] = {}
     with cpu_timer(costs, "search"):
         res = prune_to_budget(teacher.model, measure=measure, budget=budget.value, resolution=resolution,
                               max_ratio=settings.max_ratio, iterations=settings.iterations,
-                              unpruned_value=teacher.value, round_to=settings.round_to)
+                              unpruned_value=teacher.value, round_to=settings.round_to, on_probe=on_probe)
     found = {"ratio": res.ratio, "value": res.value, "budget": budget.value, "unit": budget.unit,
              "round_to": settings.round_to, "probes": res.probes, "cpu_s": costs["search"]}
     write_json(path, found)

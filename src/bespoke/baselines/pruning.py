@@ -66,22 +66,29 @@ class PruneSearch:
 def prune_to_budget(model: nn.Module, *, measure: Callable[[nn.Module], float], budget: float,
                     resolution: int, max_ratio: float = 0.9, iterations: int = 7,
                     unpruned_value: float | None = None, round_to: int | None = 8,
-                    confirmations: int = 3) -> PruneSearch:
+                    confirmations: int = 3,
+                    on_probe: Callable[[dict[str, float]], None] | None = None) -> PruneSearch:
     """Bisect the uniform ratio so that ``measure(pruned) <= budget`` with as little pruning as found.
 
     ``measure`` must grow with model size (MACs, params, latency); noisy latency is fine, the search keeps the
     best ratio that was measured under budget. ``unpruned_value`` (the original's known value) saves a probe.
     A reading under budget can be a lucky one on a noisy machine, so the chosen ratio is measured once more; when
     that confirmation is over budget, the gap between it and the next larger ratio measured under budget is
-    bisected again (at most ``confirmations`` times). Raises ``BespokeError`` when even ``max_ratio`` is over
+    bisected again (at most ``confirmations`` times). ``on_probe`` sees every probe as it is made (progress
+    logging). Raises ``BespokeError`` when even ``max_ratio`` is over
     budget.
     """
     probes: list[dict[str, float]] = []
 
+    def record(entry: dict[str, float]) -> None:
+        probes.append(entry)
+        if on_probe is not None:
+            on_probe(entry)
+
     def probe(ratio: float) -> tuple[nn.Module, float]:
         pruned = prune_uniform(model, ratio, resolution=resolution, round_to=round_to)
         value = float(measure(pruned))
-        probes.append({"ratio": round(ratio, 6), "value": value})
+        record({"ratio": round(ratio, 6), "value": value})
         return pruned, value
 
     if unpruned_value is None or unpruned_value <= budget:  # a known over-budget original needs no probe
@@ -109,7 +116,7 @@ def prune_to_budget(model: nn.Module, *, measure: Callable[[nn.Module], float], 
         if hi == max_ratio:
             break
         value = float(measure(best_model))
-        probes.append({"ratio": round(hi, 6), "value": value, "confirmation": 1.0})
+        record({"ratio": round(hi, 6), "value": value, "confirmation": 1.0})
         if value <= budget:
             best_value = max(best_value, value)
             break

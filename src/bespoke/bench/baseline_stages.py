@@ -148,6 +148,6 @@ def _pruned_maker(ctx: BenchContext, get_teacher: Callable[[], Teacher], target:
         teacher = replace(get_teacher(), value=ctx.references.get(target.name))  # saves the ratio-0 probe
         return prune_and_distill(teacher, ctx.train_data(labelled_only), ctx.preset.pruned_config(),
                                  directory, measure=measure_value, budget=budget, search=ctx.preset.pruned.search,
-                                 method=method)
+                                 method=method, log=ctx.log)
 
     return make
