@@ -26,6 +26,7 @@ from bespoke.supernet import (
     select_subnets,
     train_supernet,
 )
+from bespoke.supernet import select as select_module
 from bespoke.supernet.efficiency import enumerate_parts
 from bespoke.supernet.evolution import InfeasibleBudget
 from bespoke.supernet.genome import GenomeLayout
@@ -213,3 +214,35 @@ def test_select_delivers_verified_model_dirs_per_target(trained, data, tmp_path)
     with pytest.raises(BespokeError, match=r"params-tiny.*smallest subnet"):
         select_subnets(supernet, more, tmp_path / "out2", config=cfg, data=data)
     assert (tmp_path / "out2" / "params-04" / "card.json").is_file()
+
+
+def test_a_missed_budget_recalibrates_the_table_and_a_hopeless_one_delivers_nothing(trained, data, tmp_path,
+                                                                                   monkeypatch) -> None:
+    """A target that runs every subnet slower than the cost table predicts: the first pick misses, the measured
+    miss refits the table and the next search aims lower; when every try misses, no model is left behind."""
+    supernet, _ = trained
+    real = select_module._measure_after_export
+    slowdown = {"factor": 3.0}
+
+    def slower_device(*args, **kwargs):
+        measured = real(*args, **kwargs)
+        return measured.model_copy(update={"value": measured.value * slowdown["factor"]})
+
+    monkeypatch.setattr(select_module, "_measure_after_export", slower_device)
+    cfg = SelectConfig(predictor_samples=12, predictor_val_images=30, calib_images=32, population=16,
+                       generations=5, calibration_subnets=3, budget_retries=4)
+    targets = targets_from_dicts([{"name": "macs-09", "runtime": "macs", "budget": "0.9x"}])
+    choice = select_subnets(supernet, targets, tmp_path / "out", config=cfg, data=data).choices[0]
+    assert choice.attempts > 1 and choice.meets_budget and choice.measured_cost <= choice.budget_resolved
+    table = json.loads(next((supernet / "latency").glob("macs-*.json")).read_text())
+    learned = [c for c in table["calibration"] if c.get("from") == "delivery check"]
+    assert len(learned) == choice.attempts - 1  # every miss joined the calibration...
+    missed = learned[0]["raw"]  # ... and moved the table's prediction of the missed subnet towards the device
+    assert table["scale"] * missed + table["offset"] > 1.2 * missed
+
+    slowdown["factor"] = 100.0
+    hopeless = targets_from_dicts([{"name": "macs-095", "runtime": "macs", "budget": "0.95x"}])
+    with pytest.raises(BespokeError, match=r"macs-095: budget .* missed after export"):
+        select_subnets(supernet, hopeless, tmp_path / "out2", config=cfg, data=data)
+    assert not (tmp_path / "out2" / "macs-095").exists()
+    assert "macs-095" in json.loads((tmp_path / "out2" / "selection.json").read_text())["infeasible"]

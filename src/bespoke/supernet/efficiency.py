@@ -144,6 +144,25 @@ class CostTable:
     def predict(self, cfgs: Sequence[SubnetConfig], stage_lengths: Sequence[int]) -> np.ndarray:
         return np.array([self.scale * self.raw(c, stage_lengths) + self.offset for c in cfgs])
 
+    def learn(self, cfg: SubnetConfig, stage_lengths: Sequence[int], measured: float) -> None:
+        """Add a whole subnet measured on the target (a delivered model the table mispredicted) to the calibration
+        and refit ``scale`` / ``offset`` over every calibration point, so the next search, and every later target
+        sharing this table, predicts with it. Device-table targets have no whole-model measurement to learn from."""
+        if self.info.get("runtime") == "table":
+            return
+        self.calibration.append({"config": cfg.key(), "raw": round(self.raw(cfg, stage_lengths), 6),
+                                 "measured": round(float(measured), 6), "from": "delivery check"})
+        raw = np.array([c["raw"] for c in self.calibration])
+        actual = np.array([c["measured"] for c in self.calibration])
+        self.scale, self.offset = _fit(raw, actual)
+        self.info["calibration_mape"] = _mape(self.scale * raw + self.offset, actual)
+
+    def save(self, cache_dir: Path) -> Path:
+        """Write the table to ``cache_dir/<signature>.json`` (atomically); returns the path."""
+        path = Path(cache_dir) / f"{self.signature}.json"
+        write_json(path, self.to_dict())
+        return path
+
     def genome_cost(self, space: SearchSpace) -> Callable[[np.ndarray], np.ndarray]:
         """A vectorised predictor over genome arrays (same numbers as :meth:`predict`)."""
         layout = GenomeLayout(space)
@@ -193,6 +212,10 @@ def _fit(raw: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
     return 1.0, float(np.mean(actual - raw))
 
 
+def _mape(pred: np.ndarray, actual: np.ndarray) -> float:
+    return round(float(np.mean(np.abs(pred - actual) / np.maximum(actual, 1e-9))), 4)
+
+
 def _table_parts(parts: list[Part], target: Target, cache_dir: Path) -> dict[str, float]:
     """Parts looked up in a device latency table; missing parts are exported for the board, then an error."""
     table = TableLookup(target.table)  # type: ignore[arg-type]
@@ -240,7 +263,7 @@ def build_cost_table(net_spec: NetSpec, space: SearchSpace, target: Target, cach
                             "n_parts": len(parts)})
     _calibrate(table, net_spec, space, target, calibration_subnets, seed, extract)
     table.info["cpu_s"] = round(cpu_seconds() - cpu0, 1)
-    write_json(path, table.to_dict())
+    table.save(cache_dir)
     return table
 
 
@@ -276,5 +299,4 @@ def _calibrate(table: CostTable, net_spec: NetSpec, space: SearchSpace, target: 
         table.calibration.append({"config": cfg.key(), "raw": round(raw[-1], 6), "measured": round(value, 6)})
     table.scale, table.offset = _fit(np.array(raw), np.array(actual))
     table.reference = float(actual[0])
-    pred = table.predict(cfgs, lengths)
-    table.info["calibration_mape"] = round(float(np.mean(np.abs(pred - actual) / np.maximum(actual, 1e-9))), 4)
+    table.info["calibration_mape"] = _mape(table.predict(cfgs, lengths), np.array(actual))

@@ -3,13 +3,15 @@
 Once per supernet: the accuracy predictor (cached). Once per measurement setting: the cost table (cached).
 Per target: evolutionary search under the budget (milliseconds), then the chosen subnet is extracted, its BN
 recalibrated on training images, evaluated on the test split, exported as a model directory and measured again
-after export. If the exported model misses its budget (prediction error), the search reruns with a tightened
-budget, a bounded number of times.
+after export. If the exported model misses its budget (prediction error), the measurement recalibrates the cost
+table and the search reruns with a tightened budget, a bounded number of times; a target still missed gets no
+model.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -135,6 +137,17 @@ def _measure_after_export(ctx: _Context, model: torch.nn.Module, model_dir: Path
     return measure(model, target, resolution)
 
 
+class MissedBudget(BespokeError):
+    """Every subnet tried for a target measured over its budget after export (``misses``: config key, value)."""
+
+    def __init__(self, budget: float, unit: str, misses: list[tuple[str, float]]) -> None:
+        best = min(value for _, value in misses)
+        super().__init__(f"budget {budget:.4g} {unit} missed after export by all {len(misses)} subnet(s) tried "
+                         f"(best measured {best:.4g} {unit}); no model was delivered for it",
+                         "raise the budget, allow more budget_retries, or train a supernet with a wider space")
+        self.budget, self.unit, self.misses = budget, unit, misses
+
+
 @dataclass
 class _Context:
     net: ElasticNet
@@ -179,18 +192,22 @@ def _card(ctx: _Context, target: Target, table: CostTable, sub: StaticNet, best:
 def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> TargetChoice:
     """Search, extract, recalibrate, evaluate, export and measure (after export) the subnet of one target.
 
-    When the exported model misses the budget, the search is repeated with a proportionally tighter limit, at
-    most ``budget_retries`` times; the last attempt is delivered either way (``meets_budget`` says how it went).
+    When the exported model misses the budget, its measurement joins the cost table's calibration (the table is
+    refitted and saved, so later targets predict with it too) and the search is repeated under a limit tightened
+    by the miss, down to the smallest subnet, at most ``budget_retries`` times. A target whose last attempt still
+    misses gets no model directory: :class:`MissedBudget` says what was measured.
     """
     cpu0 = cpu_seconds()
     budget = target.resolve_budget(table.reference)
+    lengths, smallest = ctx.net.space.stage_lengths, ctx.net.space.smallest()
     limit = math.inf
     if budget is not None:  # keep a safety margin, unless only the margin stands between budget and feasibility
-        floor = float(table.predict([ctx.net.space.smallest()], ctx.net.space.stage_lengths)[0])
+        floor = float(table.predict([smallest], lengths)[0])
         limit = budget * (1.0 - ctx.cfg.budget_margin)
         limit = max(limit, floor) if floor <= budget else budget
     model_dir = ctx.out / target.name
     search_ms: float | None = None
+    misses: list[tuple[str, float]] = []
     for attempt in range(1, ctx.cfg.budget_retries + 2):
         best, pred_acc, pred_cost, ms = _search(ctx, table, limit, target.unit)
         search_ms = ms if search_ms is None else search_ms  # the first answer is what a new target costs
@@ -201,16 +218,25 @@ def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> Target
         after = _measure_after_export(ctx, sub, model_dir, target, best.resolution, table, pred_cost)
         if budget is None or after.value <= budget:
             break
-        limit = min(limit, pred_cost) * (budget / after.value) * 0.98  # the table was optimistic: tighten
+        misses.append((best.key(), after.value))
+        table.learn(best, lengths, after.value)
+        table.save(ctx.supernet_dir / "latency")
+        if best == smallest:
+            break
+        # the refitted table still thinks too well of this subnet by the measured miss: ask for proportionally less
+        refit = float(table.predict([best], lengths)[0])
+        limit = max(min(limit, refit) * (budget / after.value) * 0.98, float(table.predict([smallest], lengths)[0]))
+    if budget is not None and after.value > budget:
+        shutil.rmtree(model_dir, ignore_errors=True)
+        raise MissedBudget(budget, target.unit, misses)
     cpu = round(cpu_seconds() - cpu0, 1)
     latency_ms = {target.name: round(after.value, 4)} if target.unit == "ms" else {}
     scale = {"provenance": {PRED_REFERENCE: table.reference}} if latency_ms and table.reference else {}
     update_card(model_dir, latency_ms=latency_ms, latency={target.name: after.model_dump(mode="json")},
                 cost_cpu_s={"select": cpu}, **scale)
     return TargetChoice(target.name, target.unit, card.budget, budget, best.to_dict(), round(pred_acc, 4),
-                        round(pred_cost, 4), round(after.value, 4), round(accuracy, 4),
-                        budget is None or after.value <= budget, round(search_ms, 2), attempt, str(model_dir),
-                        final.params, final.macs, cpu)
+                        round(pred_cost, 4), round(after.value, 4), round(accuracy, 4), True, round(search_ms, 2),
+                        attempt, str(model_dir), final.params, final.macs, cpu)
 
 
 def select_subnets(supernet: str | Path, targets: list[Target] | str | Path, out: str | Path, *,
@@ -245,7 +271,7 @@ def select_subnets(supernet: str | Path, targets: list[Target] | str | Path, out
         try:
             choices.append(choose_for_target(ctx, target, table))
             tables[target.name] = table
-        except InfeasibleBudget as exc:  # deliver the feasible targets, then fail loudly for this one
+        except (InfeasibleBudget, MissedBudget) as exc:  # deliver the feasible targets, then fail loudly for these
             failed[target.name] = str(exc)
     result = SelectResult(out, choices, fit.metrics, shared, failed)
     write_json(out / "selection.json", {"supernet": str(directory), "predictor": fit.metrics,
