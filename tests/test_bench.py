@@ -286,6 +286,9 @@ def test_finished_stage_is_measured_at_once_and_then_needs_no_model_file(tmp_pat
     stage = StageRecord(name="x", method="x", role="one-off", status="skipped", dirs=[str(other)])
     retimed = measure_record(ctx, stage)
     assert retimed is not None and retimed.latency != done.latency
+    readings = retimed.latency[LATENCY_1T]["readings"]  # the new reading joins the first; the median is shown
+    assert readings[0] == done.latency_ms[LATENCY_1T] and len(readings) == 2
+    assert retimed.latency_ms[LATENCY_1T] == round(sum(readings) / 2, 4)
     assert measure_record(ctx, stage).latency == retimed.latency  # type: ignore[union-attr]
     assert measure_record(ctx, StageRecord(name=TEACHER, method="t", role="one-off", status="done",
                                            dirs=[str(teacher)])).latency == ref.latency  # type: ignore[union-attr]

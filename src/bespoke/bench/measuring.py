@@ -4,7 +4,8 @@ Every model but the reference (the teacher) is timed in alternation with the ref
 reference's own measurement (:func:`bespoke.targets.measure_paired`): the budgets are fractions of that measurement,
 and on a machine whose speed drifts two absolute timings taken an hour apart would not compare. Latency is stored
 in the card (``latency_ms[key]`` = median, ``latency[key]`` = the full measurement), so a
-resumed benchmark does not measure a model twice. Test accuracy comes from the card; a card without one is
+resumed benchmark does not measure a model twice; ``bespoke bench --remeasure`` adds a reading per run and the
+table shows the median of a model's readings. Test accuracy comes from the card; a card without one is
 evaluated on the benchmark's test split.
 
 Each stage's models are measured as soon as the stage ends (:func:`measure_record`), so a finished stage's
@@ -14,6 +15,7 @@ measured before.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -48,7 +50,9 @@ def measure_model_dir(directory: str | Path, targets: Sequence[Target], *, refer
                       tries: int = 1, test_set: Dataset | None = None, again: bool = False,
                       log: Callable[[str], None] = print) -> ModelCard:
     """Fill the card's latency for each of ``targets`` (and accuracy, when missing) unless already there
-    (``again``: time them even so, e.g. after a change of the timing protocol).
+    (``again``: time them once more; the new reading joins the earlier ones in ``latency[key]["readings"]`` and
+    ``latency_ms[key]`` becomes their median, so on a noisy machine each ``--remeasure`` run makes the figure
+    sturdier instead of replacing it).
 
     With ``reference`` (a model directory, measured first when its card lacks the target) the model is timed in
     alternation with it and scaled to the reference's recorded value. Without, the measurement with the smallest
@@ -70,9 +74,11 @@ def measure_model_dir(directory: str | Path, targets: Sequence[Target], *, refer
         else:
             m = min((measure_onnx(directory / ONNX, target) for _ in range(max(1, tries))), key=lambda x: x.value)
             how = f", best of {tries}" if tries > 1 else ""
-        latency_ms[target.name] = round(m.value, 4)
-        latency[target.name] = m.model_dump()
-        log(f"[bench] {directory.name}: {target.name} {m.value:.3f} ms (spread {m.spread:.0%}{how})")
+        readings = [*(_readings(card, target.name) if again else []), round(m.value, 4)]
+        latency_ms[target.name] = round(statistics.median(readings), 4)
+        latency[target.name] = {**m.model_dump(), "readings": readings}
+        more = f"; median of {len(readings)} readings {latency_ms[target.name]:.3f} ms" if len(readings) > 1 else ""
+        log(f"[bench] {directory.name}: {target.name} {m.value:.3f} ms (spread {m.spread:.0%}{how}{more})")
     if latency_ms:
         card = update_card(directory, latency_ms=latency_ms, latency=latency)
     if card.accuracy is None and test_set is not None:
@@ -82,6 +88,14 @@ def measure_model_dir(directory: str | Path, targets: Sequence[Target], *, refer
         card = update_card(directory, accuracy=result.accuracy, accuracy_split="test")
         log(f"[bench] {directory.name}: test top-1 {result.accuracy:.4f}")
     return card
+
+
+def _readings(card: ModelCard, key: str) -> list[float]:
+    """The earlier readings of ``key`` (a card from before readings were kept counts its one value)."""
+    kept = (card.latency.get(key) or {}).get("readings")
+    if kept:
+        return [float(v) for v in kept]
+    return [float(card.latency_ms[key])] if key in card.latency_ms else []
 
 
 def measure_record(ctx: BenchContext, record: StageRecord) -> ModelCard | None:

@@ -80,7 +80,10 @@ def _sections(preset: BenchPreset, records: Sequence[StageRecord], costs: Sequen
     machine_text = "\n".join(f"- {k}: {v}" for k, v in machine.items())
     return {
         "Targets and budgets": "Relative budgets are fractions of the teacher's measured value on the same "
-                               "target (ONNX Runtime, CPU, batch 1).\n\n" + targets,
+                               "target (ONNX Runtime, CPU, batch 1). Every other model is timed in alternation "
+                               "with the teacher and put on the scale of that value; a model timed more than once "
+                               "(`--remeasure`) shows the median of its readings (each card keeps them all).\n\n"
+                               + targets,
         "Cost of K targets": costs_markdown(costs),
         "Stages": "CPU-seconds are user + system time of the process (all threads); a skipped stage was done by "
                   "an earlier run and keeps the cost recorded in its model card.\n\n" + stages,

@@ -15,8 +15,9 @@ def bench_command(
     = False,
     out: Annotated[Path | None, typer.Option(help="results folder [default: benchmarks/results, or "
                                                    "runs/bench-smoke with --smoke]")] = None,
-    remeasure: Annotated[bool, typer.Option("--remeasure", help="time every finished model again (e.g. after a "
-                                            "change of the timing protocol); the reference teacher keeps its "
+    remeasure: Annotated[bool, typer.Option("--remeasure", help="time every finished model once more: the "
+                                            "reading joins the earlier ones and the table shows their median "
+                                            "(run it again for more readings); the reference teacher keeps its "
                                             "value, so the budgets stay")] = False,
 ) -> None:
     """Run (or resume) a benchmark: teacher, donors, pruned + KD baselines, the engines; measure every model.
