@@ -216,10 +216,11 @@ def test_select_delivers_verified_model_dirs_per_target(trained, data, tmp_path)
     assert (tmp_path / "out2" / "params-04" / "card.json").is_file()
 
 
-def test_a_missed_budget_recalibrates_the_table_and_a_hopeless_one_delivers_nothing(trained, data, tmp_path,
-                                                                                   monkeypatch) -> None:
-    """A target that runs every subnet slower than the cost table predicts: the first pick misses, the measured
-    miss refits the table and the next search aims lower; when every try misses, no model is left behind."""
+def test_a_missed_budget_is_searched_again_and_a_hopeless_one_delivers_nothing(trained, data, tmp_path,
+                                                                                 monkeypatch) -> None:
+    """A target that runs every subnet slower than the cost table predicts: the first pick misses, the next
+    search aims lower by the measured miss (down to the smallest subnet, even when the table calls that one over
+    budget); when every try misses, no model is left behind."""
     supernet, _ = trained
     real = select_module._measure_after_export
     slowdown = {"factor": 3.0}
@@ -234,11 +235,6 @@ def test_a_missed_budget_recalibrates_the_table_and_a_hopeless_one_delivers_noth
     targets = targets_from_dicts([{"name": "macs-09", "runtime": "macs", "budget": "0.9x"}])
     choice = select_subnets(supernet, targets, tmp_path / "out", config=cfg, data=data).choices[0]
     assert choice.attempts > 1 and choice.meets_budget and choice.measured_cost <= choice.budget_resolved
-    table = json.loads(next((supernet / "latency").glob("macs-*.json")).read_text())
-    learned = [c for c in table["calibration"] if c.get("from") == "delivery check"]
-    assert len(learned) == choice.attempts - 1  # every miss joined the calibration...
-    missed = learned[0]["raw"]  # ... and moved the table's prediction of the missed subnet towards the device
-    assert table["scale"] * missed + table["offset"] > 1.2 * missed
 
     slowdown["factor"] = 100.0
     hopeless = targets_from_dicts([{"name": "macs-095", "runtime": "macs", "budget": "0.95x"}])

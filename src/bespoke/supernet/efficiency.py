@@ -144,19 +144,6 @@ class CostTable:
     def predict(self, cfgs: Sequence[SubnetConfig], stage_lengths: Sequence[int]) -> np.ndarray:
         return np.array([self.scale * self.raw(c, stage_lengths) + self.offset for c in cfgs])
 
-    def learn(self, cfg: SubnetConfig, stage_lengths: Sequence[int], measured: float) -> None:
-        """Add a whole subnet measured on the target (a delivered model the table mispredicted) to the calibration
-        and refit ``scale`` / ``offset`` over every calibration point, so the next search, and every later target
-        sharing this table, predicts with it. Device-table targets have no whole-model measurement to learn from."""
-        if self.info.get("runtime") == "table":
-            return
-        self.calibration.append({"config": cfg.key(), "raw": round(self.raw(cfg, stage_lengths), 6),
-                                 "measured": round(float(measured), 6), "from": "delivery check"})
-        raw = np.array([c["raw"] for c in self.calibration])
-        actual = np.array([c["measured"] for c in self.calibration])
-        self.scale, self.offset = _fit(raw, actual)
-        self.info["calibration_mape"] = _mape(self.scale * raw + self.offset, actual)
-
     def save(self, cache_dir: Path) -> Path:
         """Write the table to ``cache_dir/<signature>.json`` (atomically); returns the path."""
         path = Path(cache_dir) / f"{self.signature}.json"

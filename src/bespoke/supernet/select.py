@@ -3,8 +3,8 @@
 Once per supernet: the accuracy predictor (cached). Once per measurement setting: the cost table (cached).
 Per target: evolutionary search under the budget (milliseconds), then the chosen subnet is extracted, its BN
 recalibrated on training images, evaluated on the test split, exported as a model directory and measured again
-after export. If the exported model misses its budget (prediction error), the measurement recalibrates the cost
-table and the search reruns with a tightened budget, a bounded number of times; a target still missed gets no
+after export. If the exported model misses its budget (prediction error), the search reruns with a budget
+tightened by the miss, down to the smallest subnet, a bounded number of times; a target still missed gets no
 model.
 """
 
@@ -28,6 +28,7 @@ from bespoke.supernet.elastic import ElasticNet
 from bespoke.supernet.evaluator import SubnetEvaluator
 from bespoke.supernet.evolution import InfeasibleBudget, evolve
 from bespoke.supernet.extract import extract_subnet, subnet_arch_config
+from bespoke.supernet.genome import GenomeLayout
 from bespoke.supernet.predictor import (
     PredictorFit,
     collect_samples,
@@ -192,17 +193,17 @@ def _card(ctx: _Context, target: Target, table: CostTable, sub: StaticNet, best:
 def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> TargetChoice:
     """Search, extract, recalibrate, evaluate, export and measure (after export) the subnet of one target.
 
-    When the exported model misses the budget, its measurement joins the cost table's calibration (the table is
-    refitted and saved, so later targets predict with it too) and the search is repeated under a limit tightened
-    by the miss, down to the smallest subnet, at most ``budget_retries`` times. A target whose last attempt still
-    misses gets no model directory: :class:`MissedBudget` says what was measured.
+    When the exported model misses the budget, the search is repeated under a limit tightened by the measured
+    miss, down to (and including) the smallest subnet, at most ``budget_retries`` times. A target whose last
+    attempt still misses gets no model directory: :class:`MissedBudget` says what was measured.
     """
     cpu0 = cpu_seconds()
     budget = target.resolve_budget(table.reference)
-    lengths, smallest = ctx.net.space.stage_lengths, ctx.net.space.smallest()
+    smallest = ctx.net.space.smallest()
+    # the smallest subnet's predicted cost, as the search computes it (it must pass the search's own floor test)
+    floor = float(table.genome_cost(ctx.net.space)(GenomeLayout(ctx.net.space).encode(smallest)[None, :])[0])
     limit = math.inf
     if budget is not None:  # keep a safety margin, unless only the margin stands between budget and feasibility
-        floor = float(table.predict([smallest], lengths)[0])
         limit = budget * (1.0 - ctx.cfg.budget_margin)
         limit = max(limit, floor) if floor <= budget else budget
     model_dir = ctx.out / target.name
@@ -219,13 +220,11 @@ def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> Target
         if budget is None or after.value <= budget:
             break
         misses.append((best.key(), after.value))
-        table.learn(best, lengths, after.value)
-        table.save(ctx.supernet_dir / "latency")
         if best == smallest:
             break
-        # the refitted table still thinks too well of this subnet by the measured miss: ask for proportionally less
-        refit = float(table.predict([best], lengths)[0])
-        limit = max(min(limit, refit) * (budget / after.value) * 0.98, float(table.predict([smallest], lengths)[0]))
+        # the table was optimistic by the measured miss: ask for proportionally less, down to the smallest subnet
+        # (never declared infeasible on a prediction alone once a measurement says the table is off)
+        limit = max(min(limit, pred_cost) * (budget / after.value) * 0.98, floor)
     if budget is not None and after.value > budget:
         shutil.rmtree(model_dir, ignore_errors=True)
         raise MissedBudget(budget, target.unit, misses)
