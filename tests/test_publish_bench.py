@@ -59,6 +59,18 @@ def test_publish_copies_files_and_replaces_only_the_block(tmp_path: Path) -> Non
     assert "](benchmarks/results/p/pareto.png)" in text and "AMD EPYC (2 cores" in text
     pub.publish(tmp_path / "run", tmp_path / "benchmarks" / "results", readme)  # idempotent
     assert readme.read_text() == text
+    assert "--remeasure" not in text  # one reading per model: nothing to say
+
+
+def test_the_readme_line_says_how_many_readings_the_latencies_are_the_median_of(tmp_path: Path) -> None:
+    pub = load_benchmark_script("publish_bench")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "card.json").write_text(json.dumps({"latency": {"ort-cpu-1t": {"readings": [2.0, 2.2, 2.1]}}}))
+    doc = json.loads((_run(tmp_path / "run") / "results.json").read_text())
+    assert pub.readings({**doc, "models": [{"path": str(model)}, {"path": str(tmp_path / "gone")}]}) == 3
+    block = pub.readme_block({**doc, "models": [{"path": str(model)}]}, MD, "benchmarks/results/p")
+    assert "then `--remeasure` 2 time(s): each model's latency is the median of its 3 readings" in block
 
 
 def test_publish_refuses_smoke_unfinished_and_missing_markers(tmp_path: Path) -> None:
