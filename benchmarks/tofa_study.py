@@ -14,12 +14,13 @@ training from checkpoints):
    (every model is timed in alternation with the largest subnet), so every method aims at the same numbers;
 3. (a) ``tofa``: the supernet trained once with the semi-supervised loss (or, with ``--tofa-supernet DIR``, one
    the benchmark's ``tofa`` stage already trained with the same recipe, checked and copied in), then
-   ``select_subnets`` for the targets, and again for ``--sweep-targets`` budgets spread over ``--sweep-range``
-   (the measured cost of K targets);
+   ``select_subnets`` for the targets;
 4. (b) ``labelled_only``: the same supernet recipe with ``semi_supervised: false``, same selection;
 5. (c) ``extract_finetune``: the OFA-style route without supernet training: the supernet built from the teacher
    (0 training steps), the same predictor + latency table + evolutionary search pick a subnet per target, which
-   is extracted and fine-tuned on the labelled share with the shared recipe, then exported and measured.
+   is extracted and fine-tuned on the labelled share with the shared recipe, then exported and measured;
+6. the sweep: (a)'s selection again for ``--sweep-targets`` budgets spread over ``--sweep-range`` (the measured
+   cost of K targets), last, so the comparisons come first; an interrupted sweep keeps its delivered targets.
 
 Writes ``RESULTS/tofa_study.json`` and ``RESULTS/tofa_study.md`` (``--results``, default ``benchmarks/results``;
 ``OUT/results`` with ``--smoke``). Keep other heavy jobs off the machine while it runs: budgets and latencies are
@@ -908,8 +909,6 @@ def run_study(study: Study) -> dict[str, Any]:
         if method != "tofa":
             share_cost_tables(study.dir("tofa") / "supernet", root / "supernet")
         select_step(study, f"{method}:select", root / "supernet", targets, root / "models", None)
-        if method == "tofa":
-            select_step(study, "tofa:sweep", root / "supernet", sweep, root / "sweep", a.sweep_eval_images)
 
     root = study.dir("extract_finetune")
     ledger.run("extract_finetune:build", (root / "supernet" / META_FILE).is_file(),
@@ -924,6 +923,9 @@ def run_study(study: Study) -> dict[str, Any]:
             out = root / "models" / target.name
             ledger.run(f"extract_finetune:finetune:{target.name}", finetuned_done(out, target),
                        lambda c=chosen[target.name], t=target, o=out: finetune_choice(study, c, t, o))
+    # last: the cost of many targets (the comparisons above come first; an interrupted sweep resumes per target)
+    select_step(study, "tofa:sweep", study.dir("tofa") / "supernet", sweep, study.dir("tofa") / "sweep",
+                a.sweep_eval_images)
     return summarize(study, reference, targets, factors, sweep_factors)
 
 

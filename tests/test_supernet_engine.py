@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,6 +207,10 @@ def test_select_delivers_verified_model_dirs_per_target(trained, data, tmp_path)
     assert all(c.meets_budget and c.measured_cost <= c.budget_resolved for c in exact.values())
     assert load_model_dir(result.choices[0].model_dir)[1].latency_ms["ort"] > 0
     assert (tmp_path / "out" / "report.md").read_text().startswith("# TOFA")
+    stamps = {c.target: (Path(c.model_dir) / "model.onnx").stat().st_mtime_ns for c in result.choices}
+    again = select_subnets(supernet, targets, tmp_path / "out", config=cfg, data=data)  # a rerun resumes
+    assert again.choices == result.choices
+    assert stamps == {c.target: (Path(c.model_dir) / "model.onnx").stat().st_mtime_ns for c in again.choices}
     assert (tmp_path / "out" / "pareto.png").stat().st_size > 1000
 
     # a new target later: predictor and tables are cached, no training; an impossible one fails loudly

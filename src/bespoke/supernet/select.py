@@ -20,7 +20,15 @@ from typing import Any
 import torch
 
 from bespoke.errors import BespokeError
-from bespoke.export import PRED_REFERENCE, ModelCard, export_onnx_bytes, save_model_dir, update_card
+from bespoke.export import (
+    CARD,
+    PRED_REFERENCE,
+    ModelCard,
+    export_onnx_bytes,
+    read_card,
+    save_model_dir,
+    update_card,
+)
 from bespoke.supernet.config import SelectConfig
 from bespoke.supernet.data import DataSource, SpecSource
 from bespoke.supernet.efficiency import CostTable, build_cost_table
@@ -238,9 +246,32 @@ def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> Target
                         attempt, str(model_dir), final.params, final.macs, cpu)
 
 
+def delivered_before(model_dir: Path, target: Target, table: CostTable, supernet: Path) -> TargetChoice | None:
+    """The choice an earlier, interrupted or finished, selection already delivered for ``target`` in
+    ``model_dir`` (same supernet, same budget on the same table, measured within it), so a rerun resumes; else
+    ``None``."""
+    if not (model_dir / CARD).is_file():
+        return None
+    card = read_card(model_dir)
+    p, budget = card.provenance, target.resolve_budget(table.reference)
+    measured = (card.latency.get(target.name) or {}).get("value")
+    engine_budget = p.get("engine_budget_resolved", card.budget_resolved)  # a benchmark relabels budget_resolved
+    if (card.engine != "tofa" or card.target != target.name or "select" not in card.cost_cpu_s or measured is None
+            or p.get("supernet") != str(supernet) or p.get("cost_table") != table.signature
+            or (budget is None) != (engine_budget is None)
+            or (budget is not None and (abs(engine_budget - budget) > 1e-6 * budget or measured > budget))):
+        return None
+    return TargetChoice(target.name, target.unit, card.budget, engine_budget, p["subnet"], p["predicted_accuracy"],
+                        p["predicted_cost"], round(float(measured), 4), float(card.accuracy or 0.0), True,
+                        p["search_ms"], int(p["attempts"]), str(model_dir), card.params, card.macs,
+                        float(card.cost_cpu_s["select"]))
+
+
 def select_subnets(supernet: str | Path, targets: list[Target] | str | Path, out: str | Path, *,
                    config: SelectConfig | None = None, data: DataSource | None = None) -> SelectResult:
     """Deliver one verified model directory per target under ``out`` (+ report.md, pareto.png, selection.json).
+
+    Targets an earlier run already delivered under ``out`` are kept (:func:`delivered_before`): a rerun resumes.
 
     ``targets`` is a list of :class:`Target` or a ``targets.yaml`` path. ``data`` overrides the data the
     supernet was trained on (needed when it was trained on in-memory splits).
@@ -268,7 +299,8 @@ def select_subnets(supernet: str | Path, targets: list[Target] | str | Path, out
                                  calibration_subnets=cfg.calibration_subnets, seed=cfg.seed,
                                  extract=lambda c: extract_subnet(net, c).cpu())
         try:
-            choices.append(choose_for_target(ctx, target, table))
+            earlier = delivered_before(out / target.name, target, table, directory)
+            choices.append(earlier if earlier is not None else choose_for_target(ctx, target, table))
             tables[target.name] = table
         except (InfeasibleBudget, MissedBudget) as exc:  # deliver the feasible targets, then fail loudly for these
             failed[target.name] = str(exc)
