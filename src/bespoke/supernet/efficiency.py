@@ -144,12 +144,6 @@ class CostTable:
     def predict(self, cfgs: Sequence[SubnetConfig], stage_lengths: Sequence[int]) -> np.ndarray:
         return np.array([self.scale * self.raw(c, stage_lengths) + self.offset for c in cfgs])
 
-    def save(self, cache_dir: Path) -> Path:
-        """Write the table to ``cache_dir/<signature>.json`` (atomically); returns the path."""
-        path = Path(cache_dir) / f"{self.signature}.json"
-        write_json(path, self.to_dict())
-        return path
-
     def genome_cost(self, space: SearchSpace) -> Callable[[np.ndarray], np.ndarray]:
         """A vectorised predictor over genome arrays (same numbers as :meth:`predict`)."""
         layout = GenomeLayout(space)
@@ -199,10 +193,6 @@ def _fit(raw: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
     return 1.0, float(np.mean(actual - raw))
 
 
-def _mape(pred: np.ndarray, actual: np.ndarray) -> float:
-    return round(float(np.mean(np.abs(pred - actual) / np.maximum(actual, 1e-9))), 4)
-
-
 def _table_parts(parts: list[Part], target: Target, cache_dir: Path) -> dict[str, float]:
     """Parts looked up in a device latency table; missing parts are exported for the board, then an error."""
     table = TableLookup(target.table)  # type: ignore[arg-type]
@@ -250,7 +240,7 @@ def build_cost_table(net_spec: NetSpec, space: SearchSpace, target: Target, cach
                             "n_parts": len(parts)})
     _calibrate(table, net_spec, space, target, calibration_subnets, seed, extract)
     table.info["cpu_s"] = round(cpu_seconds() - cpu0, 1)
-    table.save(cache_dir)
+    write_json(path, table.to_dict())
     return table
 
 
@@ -286,4 +276,5 @@ def _calibrate(table: CostTable, net_spec: NetSpec, space: SearchSpace, target: 
         table.calibration.append({"config": cfg.key(), "raw": round(raw[-1], 6), "measured": round(value, 6)})
     table.scale, table.offset = _fit(np.array(raw), np.array(actual))
     table.reference = float(actual[0])
-    table.info["calibration_mape"] = _mape(table.predict(cfgs, lengths), np.array(actual))
+    pred = table.predict(cfgs, lengths)
+    table.info["calibration_mape"] = round(float(np.mean(np.abs(pred - actual) / np.maximum(actual, 1e-9))), 4)
