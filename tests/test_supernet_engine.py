@@ -31,6 +31,7 @@ from bespoke.supernet import select as select_module
 from bespoke.supernet.efficiency import enumerate_parts
 from bespoke.supernet.evolution import InfeasibleBudget
 from bespoke.supernet.genome import GenomeLayout
+from bespoke.supernet.losses import largest_loss, subnet_loss
 from bespoke.supernet.predictor import ArchEncoder
 from bespoke.supernet.tiny import tiny_arch_config, tiny_efficientnet, tiny_splits
 from bespoke.targets import targets_from_dicts
@@ -126,6 +127,22 @@ def test_labelled_only_ablation_ignores_unlabelled_images(teacher_dir, data, tmp
     result = train_supernet(_job(teacher_dir, tmp_path, steps=2, semi_supervised=False, eval_images=0), data=data)
     assert all("mask" not in h and "kd" in h for h in result.history)
     assert json.loads((tmp_path / "supernet.json").read_text())["data"]["unlabelled"] == 0
+
+
+def test_smaller_subnets_learn_true_labels_of_labelled_images_and_confident_pseudo_labels_of_the_rest() -> None:
+    """The largest subnet is wrong and unsure on the labelled images: their true labels still reach the smaller
+    subnets (``subnet_labels``), while an unlabelled image counts only where the largest subnet is confident."""
+    labels = torch.tensor([2, 0])
+    weak = torch.tensor([[2.0, 0.0, 1.9], [0.0, 0.1, 0.0], [0.0, 9.0, 0.0], [0.1, 0.0, 0.0]])  # 2 labelled, 2 not
+    logits = torch.cat([weak, torch.zeros(2, 3)])  # + the unlabelled strong views
+    cfg = SupernetTrainConfig(threshold=0.8)
+    _, targets, _ = largest_loss(logits, labels, 2, cfg)
+    hard, mask = targets.hard_labels(cfg.threshold)
+    assert hard.tolist()[:3] == [2, 0, 1] and mask.tolist() == [1.0, 1.0, 1.0, 0.0]
+    perfect = torch.nn.functional.one_hot(hard, 3).float() * 20
+    assert subnet_loss(perfect, targets, cfg)[1]["pl"] < 1e-6
+    _, old, _ = largest_loss(logits, labels, 2, SupernetTrainConfig(threshold=0.8, subnet_labels=False))
+    assert old.hard_labels(0.8)[1].tolist() == [0.0, 0.0, 1.0, 0.0]  # pseudo-labels only, as before
 
 
 def test_kendall_tau() -> None:
@@ -235,11 +252,22 @@ def test_a_missed_budget_is_searched_again_and_a_hopeless_one_delivers_nothing(t
         return measured.model_copy(update={"value": measured.value * slowdown["factor"]})
 
     monkeypatch.setattr(select_module, "_measure_after_export", slower_device)
+    test_evaluations = []
+    real_accuracy = select_module.SubnetEvaluator.accuracy
+
+    def counted_accuracy(self, model, resolution):
+        if self.split == "test":
+            test_evaluations.append(resolution)
+        return real_accuracy(self, model, resolution)
+
+    monkeypatch.setattr(select_module.SubnetEvaluator, "accuracy", counted_accuracy)
     cfg = SelectConfig(predictor_samples=12, predictor_val_images=30, calib_images=32, population=16,
                        generations=5, calibration_subnets=3, budget_retries=4)
     targets = targets_from_dicts([{"name": "macs-09", "runtime": "macs", "budget": "0.9x"}])
     choice = select_subnets(supernet, targets, tmp_path / "out", config=cfg, data=data).choices[0]
     assert choice.attempts > 1 and choice.meets_budget and choice.measured_cost <= choice.budget_resolved
+    assert len(test_evaluations) == 1  # only the delivered attempt is evaluated on the test split
+    assert choice.wall_s > 0 and json.loads((Path(choice.model_dir) / "card.json").read_text())["accuracy"] is not None
 
     slowdown["factor"] = 100.0
     hopeless = targets_from_dicts([{"name": "macs-095", "runtime": "macs", "budget": "0.95x"}])

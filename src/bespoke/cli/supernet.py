@@ -32,7 +32,7 @@ def train(
     steps: Annotated[int, typer.Option(help="optimiser steps (sandwich rule)")] = 300,
     batch_size: Annotated[int, typer.Option(help="labelled images per step")] = 32,
     unlabelled_ratio: Annotated[int, typer.Option(help="unlabelled images per labelled image")] = 1,
-    lr: Annotated[float, typer.Option(help="peak learning rate (AdamW, one-cycle)")] = 5e-4,
+    lr: Annotated[float, typer.Option(help="peak learning rate (AdamW, one-cycle)")] = 1e-3,
     threshold: Annotated[float, typer.Option(help="pseudo-label confidence threshold")] = 0.8,
     labelled_only: Annotated[bool, typer.Option("--labelled-only", help="ablation: use only the labelled part")]
     = False,

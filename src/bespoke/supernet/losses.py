@@ -3,7 +3,8 @@
 Largest subnet (the in-place teacher), one forward on ``[labelled weak | unlabelled weak | unlabelled strong]``:
 cross-entropy on labelled images + FixMatch on unlabelled ones (its own confident weak-view predictions as hard
 labels for its strong view). Its weak-view logits of *all* images become the targets of every smaller subnet,
-which sees the strong views: KD to the soft targets + cross-entropy on the confident pseudo-labels.
+which sees the strong views: KD to the soft targets + cross-entropy on hard labels (the true label of a labelled
+image, the confident pseudo-label of an unlabelled one).
 """
 
 from __future__ import annotations
@@ -19,14 +20,25 @@ from bespoke.train.losses import kd_loss
 
 @dataclass
 class TeacherTargets:
-    """Detached weak-view logits of the largest subnet for all images of the step."""
+    """Detached weak-view logits of the largest subnet for all images of the step; ``labels``: the true labels
+    of the first ``len(labels)`` images (the labelled ones)."""
 
     logits: torch.Tensor
+    labels: torch.Tensor | None = None
 
     def pseudo_labels(self, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Hard labels and the float mask of those whose confidence reaches ``threshold``."""
         conf, labels = F.softmax(self.logits, dim=-1).max(dim=-1)
         return labels, (conf >= threshold).float()
+
+    def hard_labels(self, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The true label where it is known, else the confident pseudo-label (with its mask)."""
+        labels, mask = self.pseudo_labels(threshold)
+        if self.labels is not None:
+            n = self.labels.shape[0]
+            labels = torch.cat([self.labels, labels[n:]])
+            mask = torch.cat([torch.ones_like(mask[:n]), mask[n:]])
+        return labels, mask
 
 
 def masked_ce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -47,14 +59,15 @@ def largest_loss(logits: torch.Tensor, labels: torch.Tensor, n_unlabelled: int, 
         self_term = masked_ce(logits[n_l + n_unlabelled:], pseudo, mask)
         loss = loss + cfg.self_weight * self_term
         stats.update({"self": float(self_term.detach()), "mask": float(mask.mean())})
-    targets = TeacherTargets(logits[:n_l + n_unlabelled].detach())
+    targets = TeacherTargets(logits[:n_l + n_unlabelled].detach(), labels if cfg.subnet_labels else None)
     return loss, targets, stats
 
 
 def subnet_loss(logits: torch.Tensor, targets: TeacherTargets, cfg: SupernetTrainConfig
                 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of a smaller subnet on strong views: KD to soft targets + CE on confident pseudo-labels."""
+    """Loss of a smaller subnet on strong views: KD to soft targets + CE on hard labels (true ones of labelled
+    images with ``cfg.subnet_labels``, confident pseudo-labels of the rest)."""
     kd = kd_loss(logits, targets.logits, cfg.temperature)
-    pseudo, mask = targets.pseudo_labels(cfg.threshold)
+    pseudo, mask = targets.hard_labels(cfg.threshold)
     pl = masked_ce(logits, pseudo, mask)
     return cfg.kd_weight * kd + cfg.pseudo_weight * pl, {"kd": float(kd.detach()), "pl": float(pl.detach())}

@@ -79,6 +79,7 @@ class TargetChoice:
     params: int | None = None
     macs: int | None = None
     cpu_s: float = 0.0
+    wall_s: float = 0.0
 
 
 @dataclass
@@ -179,14 +180,14 @@ def _search(ctx: _Context, table: CostTable, limit: float, unit: str) -> tuple[S
 
 
 def _card(ctx: _Context, target: Target, table: CostTable, sub: StaticNet, best: SubnetConfig,
-          budget: float | None, accuracy: float, predicted: tuple[float, float], search: tuple[float, int]
+          budget: float | None, accuracy: float | None, predicted: tuple[float, float], search: tuple[float, int]
           ) -> ModelCard:
     teacher = ctx.meta.teacher
     pred_acc, pred_cost = predicted
     return ModelCard(
         arch=f"tofa:{teacher.arch}", arch_config=subnet_arch_config(teacher.arch, best, sub.spec), engine="tofa",
         num_classes=sub.spec.num_classes, classes=ctx.meta.classes, resolution=best.resolution, mean=teacher.mean,
-        std=teacher.std, accuracy=round(accuracy, 4), target=target.name,
+        std=teacher.std, accuracy=None if accuracy is None else round(accuracy, 4), target=target.name,
         budget=None if target.budget is None else str(target.budget), budget_resolved=budget,
         budget_unit=target.unit, latency_pred_ms=round(pred_cost, 4) if target.unit == "ms" else None,
         cost_cpu_s={**ctx.shared_cpu, f"{SHARED}cost_table": float(table.info.get("cpu_s", 0.0))},
@@ -205,7 +206,7 @@ def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> Target
     miss, down to (and including) the smallest subnet, at most ``budget_retries`` times. A target whose last
     attempt still misses gets no model directory: :class:`MissedBudget` says what was measured.
     """
-    cpu0 = cpu_seconds()
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
     budget = target.resolve_budget(table.reference)
     smallest = ctx.net.space.smallest()
     # the smallest subnet's predicted cost, as the search computes it (it must pass the search's own floor test)
@@ -221,8 +222,8 @@ def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> Target
         best, pred_acc, pred_cost, ms = _search(ctx, table, limit, target.unit)
         search_ms = ms if search_ms is None else search_ms  # the first answer is what a new target costs
         sub = ctx.extractor.extract(ctx.net, best)
-        accuracy = ctx.test.accuracy(sub, best.resolution)
-        card = _card(ctx, target, table, sub, best, budget, accuracy, (pred_acc, pred_cost), (search_ms, attempt))
+        # the test split is evaluated once, on the attempt that is delivered (a miss costs a measurement only)
+        card = _card(ctx, target, table, sub, best, budget, None, (pred_acc, pred_cost), (search_ms, attempt))
         final = save_model_dir(model_dir, sub, card)
         after = _measure_after_export(ctx, sub, model_dir, target, best.resolution, table, pred_cost)
         if budget is None or after.value <= budget:
@@ -236,14 +237,16 @@ def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> Target
     if budget is not None and after.value > budget:
         shutil.rmtree(model_dir, ignore_errors=True)
         raise MissedBudget(budget, target.unit, misses)
-    cpu = round(cpu_seconds() - cpu0, 1)
+    accuracy = ctx.test.accuracy(sub, best.resolution)
+    cpu, wall = round(cpu_seconds() - cpu0, 1), round(time.perf_counter() - wall0, 1)
     latency_ms = {target.name: round(after.value, 4)} if target.unit == "ms" else {}
-    scale = {"provenance": {PRED_REFERENCE: table.reference}} if latency_ms and table.reference else {}
-    update_card(model_dir, latency_ms=latency_ms, latency={target.name: after.model_dump(mode="json")},
-                cost_cpu_s={"select": cpu}, **scale)
+    provenance = {"select_wall_s": wall, **({PRED_REFERENCE: table.reference} if latency_ms and table.reference
+                                             else {})}
+    update_card(model_dir, accuracy=round(accuracy, 4), latency_ms=latency_ms, provenance=provenance,
+                latency={target.name: after.model_dump(mode="json")}, cost_cpu_s={"select": cpu})
     return TargetChoice(target.name, target.unit, card.budget, budget, best.to_dict(), round(pred_acc, 4),
                         round(pred_cost, 4), round(after.value, 4), round(accuracy, 4), True, round(search_ms, 2),
-                        attempt, str(model_dir), final.params, final.macs, cpu)
+                        attempt, str(model_dir), final.params, final.macs, cpu, wall)
 
 
 def delivered_before(model_dir: Path, target: Target, table: CostTable, supernet: Path) -> TargetChoice | None:
@@ -264,7 +267,7 @@ def delivered_before(model_dir: Path, target: Target, table: CostTable, supernet
     return TargetChoice(target.name, target.unit, card.budget, engine_budget, p["subnet"], p["predicted_accuracy"],
                         p["predicted_cost"], round(float(measured), 4), float(card.accuracy or 0.0), True,
                         p["search_ms"], int(p["attempts"]), str(model_dir), card.params, card.macs,
-                        float(card.cost_cpu_s["select"]))
+                        float(card.cost_cpu_s["select"]), float(p.get("select_wall_s", 0.0)))
 
 
 def select_subnets(supernet: str | Path, targets: list[Target] | str | Path, out: str | Path, *,
