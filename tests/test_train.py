@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bespoke.errors import DivergenceError
+from bespoke.errors import BespokeError, DivergenceError
 from bespoke.train import FinetuneConfig, check_finite, feature_loss, finetune, kd_loss, soft_cross_entropy
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -74,6 +74,16 @@ def test_finetune_resume_equals_uninterrupted(tmp_path, tiny_splits):
     assert res.steps == 18
     for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+
+
+def test_finetune_refuses_a_checkpoint_of_another_recipe(tmp_path, tiny_net, tiny_splits):
+    """Same number of steps, other learning rate: resuming would silently mix two recipes."""
+    finetune(tiny_net, tiny_splits.train, tiny_splits.test, _cfg(), mean=MEAN, std=STD, out_dir=tmp_path)
+    again = finetune(tiny_net, tiny_splits.train, tiny_splits.test, _cfg(eval_batch_size=7), mean=MEAN, std=STD,
+                     out_dir=tmp_path)  # where and how it evaluates may change
+    assert again.steps == 18
+    with pytest.raises(BespokeError, match="other settings"):
+        finetune(tiny_net, tiny_splits.train, tiny_splits.test, _cfg(lr=0.5), mean=MEAN, std=STD, out_dir=tmp_path)
 
 
 def test_finetune_with_teacher_kd(tmp_path, tiny_net, tiny_splits):

@@ -80,7 +80,7 @@ def search_command(
     iterations: Annotated[int, typer.Option(help="simulated-annealing iterations per target")] = 300,
     eval_images: Annotated[int, typer.Option(help="held-out images for accuracy estimates")] = 256,
     epochs: Annotated[int, typer.Option(help="KD retraining epochs of each student")] = 3,
-    lr: Annotated[float, typer.Option(help="retraining peak learning rate")] = 5e-4,
+    lr: Annotated[float, typer.Option(help="retraining peak learning rate")] = 1e-3,
     kd_weight: Annotated[float, typer.Option(help="weight of the KD term (rest: cross-entropy)")] = 0.7,
     margin: Annotated[float, typer.Option(help="latency targets search under budget*(1-margin)")] = 0.05,
     seed: Annotated[int, typer.Option(help="seed of the search")] = 0,

@@ -31,7 +31,8 @@ from bespoke.utils.atomic import write_json
 log = logging.getLogger(__name__)
 WORK_DIR = ".work"
 # Short KD retraining: flip only and light decay (on Lite0 for 3 epochs, flip + shift with decay 0.05 cost 1.2 points).
-DEFAULT_RETRAIN = FinetuneConfig(epochs=3, lr=5e-4, kd_weight=0.7, kd_temperature=4.0, weight_decay=0.01,
+# Peak lr 1e-3: the reference benchmark's 0.5x student (Fashion-MNIST, 64 px) reached 0.9198 vs 0.9148 with 5e-4.
+DEFAULT_RETRAIN = FinetuneConfig(epochs=3, lr=1e-3, kd_weight=0.7, kd_temperature=4.0, weight_decay=0.01,
                                  augment="flip")
 
 

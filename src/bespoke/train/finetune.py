@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -135,7 +135,8 @@ def finetune(model: nn.Module, train_ds: Dataset, test_ds: Dataset, cfg: Finetun
     epoch, step_in_epoch, step, history, spent_cpu, spent_wall = 0, 0, 0, [], 0.0, 0.0
     running = 0.0
     if state is not None:
-        if state.get("total_steps") != total_steps:
+        recorded = state.get("config")  # checkpoints written before the recipe was recorded only know the steps
+        if state.get("total_steps") != total_steps or (recorded is not None and recorded != _recipe(cfg)):
             raise BespokeError(f"checkpoint {ckpt.path} belongs to a run with other settings",
                                "use another --out, or delete the checkpoint to start over")
         model.load_state_dict(state["model"])
@@ -157,7 +158,8 @@ def finetune(model: nn.Module, train_ds: Dataset, test_ds: Dataset, cfg: Finetun
         if ctx.is_main:
             ckpt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                        "rng": rngs[0], "rng_ranks": rngs, "epoch": epoch, "step_in_epoch": step_in_epoch,
-                       "step": step, "total_steps": total_steps, "history": history, "running": running,
+                       "step": step, "total_steps": total_steps, "config": _recipe(cfg), "history": history,
+                       "running": running,
                        "cpu_s": cpu_s, "wall_s": spent_wall + time.perf_counter() - wall0})
         ctx.barrier()
 
@@ -232,3 +234,8 @@ def _evaluate_shards(model: nn.Module, ds: Dataset, batch_size: int, ctx: DistCo
 
 def _rank_seed(seed: int, rank: int, step: int = 0) -> int:
     return (seed * 1_000_003 + rank * 7_919 + step) % 2**63
+
+
+def _recipe(cfg: FinetuneConfig) -> dict[str, Any]:
+    """What a resumed run must share with the checkpoint (where it runs and how often it saves may change)."""
+    return cfg.model_dump(mode="json", exclude={"device", "checkpoint_every", "eval_batch_size"})
