@@ -46,24 +46,27 @@ def check_run(run: Path) -> dict[str, Any]:
     return doc
 
 
-def readings(doc: dict[str, Any]) -> int:
-    """The most 1-thread latency readings any model of the run holds (``--remeasure`` adds one per pass)."""
-    counts = [1]
+def readings(doc: dict[str, Any]) -> tuple[int, int]:
+    """The fewest and the most 1-thread latency readings the run's models hold (``--remeasure`` adds one per pass;
+    a model rebuilt after some passes holds fewer)."""
+    counts = []
     for model in doc.get("models", []):
         card = Path(model.get("path") or "") / "card.json"
         if card.is_file():
             latency = json.loads(card.read_text()).get("latency", {}).get("ort-cpu-1t") or {}
-            counts.append(len(latency.get("readings") or [0]))
-    return max(counts)
+            if latency.get("readings"):  # the reference teacher has its best-of-3 value instead
+                counts.append(len(latency["readings"]))
+    return (min(counts), max(counts)) if counts else (1, 1)
 
 
 def readme_block(doc: dict[str, Any], md: str, folder: str) -> str:
     """The README text of one run: provenance line, table, plot, cost of K, link to the full report."""
     m, body = doc["machine"], sections(md)
     preset = doc["preset"]
-    n = readings(doc)
-    again = (f" then `--remeasure` {n - 1} time(s): each model's latency is the median of its {n} readings, the "
-             "reference teacher's is its best of 3" if n > 1 else "")
+    fewest, n = readings(doc)
+    count = f"{n}" if fewest == n else f"{fewest} to {n} (models rebuilt after earlier passes have fewer)"
+    again = (f" then `--remeasure` {n - 1} time(s): each model's latency is the median of its {count} readings, "
+             "the reference teacher's is its best of 3" if n > 1 else "")
     lines = [f"Command: `bespoke bench --preset {preset}`{again}; finished "
              f"{doc['created'][:16].replace('T', ' ')} UTC on "
              f"{m['cpu']} ({m['cores']} cores, no GPU), torch {m['torch']}, onnxruntime {m['onnxruntime']}. "

@@ -68,9 +68,15 @@ def test_the_readme_line_says_how_many_readings_the_latencies_are_the_median_of(
     model.mkdir()
     (model / "card.json").write_text(json.dumps({"latency": {"ort-cpu-1t": {"readings": [2.0, 2.2, 2.1]}}}))
     doc = json.loads((_run(tmp_path / "run") / "results.json").read_text())
-    assert pub.readings({**doc, "models": [{"path": str(model)}, {"path": str(tmp_path / "gone")}]}) == 3
+    assert pub.readings({**doc, "models": [{"path": str(model)}, {"path": str(tmp_path / "gone")}]}) == (3, 3)
     block = pub.readme_block({**doc, "models": [{"path": str(model)}]}, MD, "benchmarks/results/p")
-    assert "then `--remeasure` 2 time(s): each model's latency is the median of its 3 readings" in block
+    assert "then `--remeasure` 2 time(s): each model's latency is the median of its 3 readings," in block
+    rebuilt = tmp_path / "rebuilt"
+    rebuilt.mkdir()
+    (rebuilt / "card.json").write_text(json.dumps({"latency": {"ort-cpu-1t": {"readings": [2.0]}}}))
+    both = {**doc, "models": [{"path": str(model)}, {"path": str(rebuilt)}]}
+    assert pub.readings(both) == (1, 3)
+    assert "median of its 1 to 3 (models rebuilt" in pub.readme_block(both, MD, "benchmarks/results/p")
 
 
 def test_publish_refuses_smoke_unfinished_and_missing_markers(tmp_path: Path) -> None:
