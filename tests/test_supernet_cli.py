@@ -61,3 +61,20 @@ def test_cli_train_then_select(tmp_path) -> None:
     _, card = load_model_dir(tmp_path / "out" / "small")
     assert card.engine == "tofa" and card.params <= card.budget_resolved
     assert (tmp_path / "out" / "report.md").is_file()
+
+
+def test_cli_train_takes_the_teacher_from_config_and_says_when_it_is_missing(tmp_path) -> None:
+    data = _image_folder(tmp_path / "data", n=6)
+    teacher = tmp_path / "teacher"
+    card = ModelCard(arch="tiny", arch_config=tiny_arch_config(3, 32), engine="finetune", num_classes=3,
+                     resolution=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    save_model_dir(teacher, tiny_efficientnet(), card)
+    config = tmp_path / "job.yaml"
+    config.write_text(f"teacher: {teacher}\ndata: {data}\nlabels: 0.5\nout: {tmp_path / 'sn'}\n"
+                      "train: {steps: 2, batch_size: 4, threshold: 0.5, semi_supervised: false, eval_images: 6}\n")
+    runner = CliRunner()
+    result = runner.invoke(supernet_app, ["train", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "sn" / "supernet.json").read_text())["job"]["teacher"] == str(teacher)
+    result = runner.invoke(supernet_app, ["train", "--data", str(data), "--out", str(tmp_path / "sn2")])
+    assert result.exit_code != 0 and "invalid option teacher: Field required" in str(result.exception)

@@ -23,7 +23,8 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML fil
 @supernet_app.command("train")
 def train(
     ctx: typer.Context,
-    teacher: Annotated[str, typer.Option(help="model directory written by `bespoke finetune`, or a zoo name")],
+    teacher: Annotated[str | None, typer.Option(help="model directory written by `bespoke finetune`, or a zoo name "
+                                                "(required, here or as `teacher:` in --config)")] = None,
     data: Annotated[str, typer.Option(help="fashion-mnist | ImageFolder dir | CIFAR dir")] = "fashion-mnist",
     labels: Annotated[float, typer.Option(help="fraction of training images whose labels are used")] = 0.1,
     out: Annotated[Path, typer.Option(help="supernet directory to write (resumes if interrupted)")]
@@ -56,6 +57,8 @@ def train(
               "train_limit": train_limit, "test_limit": test_limit, "steps": steps, "batch_size": batch_size,
               "unlabelled_ratio": unlabelled_ratio, "lr": lr, "threshold": threshold, "seed": seed, "device": device,
               "semi_supervised": not labelled_only}
+    if teacher is None:  # may come from --config; if from neither, validation says the teacher is required
+        del values["teacher"]
     job = resolve(SupernetJob, _Renamed(ctx, {"semi_supervised": "labelled_only"}), config, values, nested=nested)
     result = train_supernet(job)  # data-parallel when launched by torchrun
     if os.environ.get("RANK", "0") != "0":
