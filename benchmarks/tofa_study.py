@@ -106,6 +106,7 @@ PROFILES: dict[str, tuple[Any, Any]] = {
     "sweep_targets": (20, 5),
     "sweep_range": ([0.35, 0.9], [1.1, 1.5]),
     "budget_retries": (3, 1),
+    "budget_fill": (0.9, 0.9),
     "warmup": (10, 2),
     "repeats": (50, 10),
 }
@@ -166,7 +167,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--population", "evolution population", type=int)
     add("--generations", "evolution generations", type=int)
     add("--calibration-subnets", "whole subnets measured to calibrate the latency table", type=int)
-    add("--budget-retries", "re-searches with a tighter limit when an exported subnet misses its budget", type=int)
+    add("--budget-retries", "extra searches steered by the measurement after export (tighter after a miss, "
+        "looser after a pick that leaves budget unused)", type=int)
+    add("--budget-fill", "a pick measured under this share of its budget is searched again, looser", type=float)
     add("--sweep-eval-images", "test images each sweep target is evaluated on (None: the full test split, as for "
         "the study targets, so per-target costs compare)", type=int)
     add("--check-images", "test images of (c)'s check before fine-tuning (its delivered top-1 uses all)", type=int)
@@ -361,7 +364,8 @@ def select_config(study: Study, eval_limit: int | None) -> SelectConfig:
     return SelectConfig(predictor_samples=a.predictor_samples, predictor_val_images=a.predictor_val_images,
                         calib_images=a.calib_images, calib_batch=a.calib_batch, population=a.population,
                         generations=a.generations, calibration_subnets=a.calibration_subnets, eval_limit=eval_limit,
-                        budget_retries=a.budget_retries, seed=a.seed, device=a.device)
+                        budget_retries=a.budget_retries,
+                        budget_fill=a.budget_fill, seed=a.seed, device=a.device)
 
 
 def select_step(study: Study, name: str, supernet: Path, targets: list[Target], out: Path,
@@ -634,9 +638,31 @@ def summarize(study: Study, reference: dict[str, Any], targets: list[Target], fa
         "methods": methods,
         "sweep": {"factors": list(sweep_factors.values()), "delivered": len(sweep_rows),
                   "infeasible": sweep.get("infeasible", {}), "models": sweep_rows},
-        "comparison": comparison, "selection_time": selection_time, "steps": dict(study.ledger.steps),
+        "comparison": comparison, "same_subnet_gain": same_subnet_gain(study),
+        "selection_time": selection_time, "steps": dict(study.ledger.steps),
         "checks": checks(methods, comparison, k3, selection_time), "cost_at_study_targets": k3,
     }
+
+
+def same_subnet_gain(study: Study) -> dict[str, Any] | None:
+    """(a) - (b) on the same subnets: the validation accuracies each supernet's predictor was fitted on (the same
+    seeded sample of the same space, the same validation images), so neither the search's choice nor the latency
+    measurement enters. None when a sample file is missing."""
+    a = study.args
+    key = f"n{a.predictor_samples}-v{a.predictor_val_images}-c{a.calib_images}"
+    acc = {}
+    for m in ("tofa", "labelled_only"):
+        path = study.dir(m) / "supernet" / "predictor" / key / "samples.json"
+        if not path.is_file():
+            return None
+        acc[m] = {s["key"]: float(s["accuracy"]) for s in json.loads(path.read_text())}
+    gains = [100 * (acc["tofa"][k] - acc["labelled_only"][k]) for k in acc["tofa"] if k in acc["labelled_only"]]
+    if not gains:
+        return None
+    return {"subnets": len(gains), "val_images": a.predictor_val_images,
+            "mean_points": round(statistics.mean(gains), 2), "median_points": round(statistics.median(gains), 2),
+            "min_points": round(min(gains), 2), "max_points": round(max(gains), 2),
+            "share_at_goal": round(sum(g >= GAIN_GOAL_POINTS for g in gains) / len(gains), 3)}
 
 
 def compare(rows: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -807,6 +833,14 @@ def md_gain(doc: dict[str, Any]) -> list[str]:
         lines.append(f"| {c['target']} | {fmt(c['tofa'])} | {fmt(c['labelled_only'])} | "
                      f"{fmt(c['extract_finetune'])} | {fmt(c['gain_vs_labelled_only_points'], '+.2f')} | "
                      f"{fmt(c['gain_vs_extract_finetune_points'], '+.2f')} |")
+    same = doc.get("same_subnet_gain")
+    if same:
+        lines += ["", f"Same subnets in both supernets ((a) - (b) on the {same['subnets']} subnets each predictor was "
+                  f"fitted on, {same['val_images']} validation images): mean {same['mean_points']:+.2f}, median "
+                  f"{same['median_points']:+.2f}, range {same['min_points']:+.2f} .. {same['max_points']:+.2f} "
+                  f"points; {100 * same['share_at_goal']:.0f} % of them gain >= {GAIN_GOAL_POINTS:g} points. The "
+                  "delivered models above differ also by the subnet each search chose and by where its "
+                  "measurement after export fell within the budget."]
     return [*lines, ""]
 
 

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 os.environ.setdefault("BESPOKE_PROGRESS", "0")
-torch.set_num_threads(2)
+# under pytest-xdist (./run test: two workers on two cores) each worker keeps to one thread
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 FASHION_DIR = Path(os.environ.get("BESPOKE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 needs_fashion = pytest.mark.skipif(not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),

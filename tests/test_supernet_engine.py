@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bespoke.errors import BespokeError, DivergenceError
-from bespoke.export import ModelCard, load_model_dir, save_model_dir
+from bespoke.export import ModelCard, load_model_dir, read_card, save_model_dir
 from bespoke.supernet import (
     CostTable,
     ResizedSource,
@@ -33,6 +33,7 @@ from bespoke.supernet.evolution import InfeasibleBudget
 from bespoke.supernet.genome import GenomeLayout
 from bespoke.supernet.losses import largest_loss, subnet_loss
 from bespoke.supernet.predictor import ArchEncoder
+from bespoke.supernet.select import next_limit
 from bespoke.supernet.tiny import tiny_arch_config, tiny_efficientnet, tiny_splits
 from bespoke.targets import targets_from_dicts
 from bespoke.targets.measure import torch_threads
@@ -143,6 +144,15 @@ def test_smaller_subnets_learn_true_labels_of_labelled_images_and_confident_pseu
     assert subnet_loss(perfect, targets, cfg)[1]["pl"] < 1e-6
     _, old, _ = largest_loss(logits, labels, 2, SupernetTrainConfig(threshold=0.8, subnet_labels=False))
     assert old.hard_labels(0.8)[1].tolist() == [0.0, 0.0, 1.0, 0.0]  # pseudo-labels only, as before
+
+
+def test_next_limit_bisects_between_a_pick_that_met_the_budget_and_one_that_missed() -> None:
+    # no bracket yet: the secant step scales the predicted cost by aim / measured
+    assert next_limit(10.0, 8.0, 16.0, 9.0, None, math.inf) == pytest.approx(4.5)
+    assert next_limit(10.0, 8.0, 4.0, 9.0, None, math.inf) == pytest.approx(18.0)
+    # inside a bracket the secant step is kept; one that leaves it falls back to the midpoint
+    assert next_limit(12.0, 11.0, 9.5, 9.0, 10.0, 14.0) == pytest.approx(11.0 * 9.0 / 9.5)
+    assert next_limit(12.0, 11.0, 5.0, 9.0, 10.0, 14.0) == pytest.approx(12.0)
 
 
 def test_kendall_tau() -> None:
@@ -269,6 +279,35 @@ def test_a_missed_budget_is_searched_again_and_a_hopeless_one_delivers_nothing(t
     assert len(test_evaluations) == 1  # only the delivered attempt is evaluated on the test split
     assert choice.wall_s > 0 and json.loads((Path(choice.model_dir) / "card.json").read_text())["accuracy"] is not None
 
+    # a device faster than the table: the first pick leaves half the budget unused, the next searches aim higher
+    # (with a predictor that prefers bigger subnets, as a trained one does; this tiny one saturates at 1.0)
+    slowdown["factor"] = 0.5
+    real_evolve = select_module.evolve
+    monkeypatch.setattr(select_module, "evolve", lambda space, *, fitness, cost, **kw: real_evolve(
+        space, fitness=cost, cost=cost, **kw))
+    roomy = targets_from_dicts([{"name": "macs-05", "runtime": "macs", "budget": "0.5x"}])
+    fast = select_subnets(supernet, roomy, tmp_path / "out3", config=cfg, data=data).choices[0]
+    picks = json.loads((Path(fast.model_dir) / "card.json").read_text())["provenance"]["picks"]
+    assert fast.attempts == len(picks) > 1 and fast.measured_cost <= fast.budget_resolved
+    assert picks[0]["measured"] < cfg.budget_fill * fast.budget_resolved
+    assert fast.measured_cost == max(p["measured"] for p in picks if p["measured"] <= fast.budget_resolved)
+
+    # a device on which every subnet but the smallest runs far slower than the table says: the search keeps
+    # finding under-priced subnets down to the table's floor, then the smallest subnet itself is tried
+    monkeypatch.setattr(select_module, "evolve", real_evolve)
+    smallest = load_supernet(supernet)[0].space.smallest().to_dict()
+
+    def only_the_smallest_fits(ctx, sub, model_dir, target, *args, **kwargs):
+        measured = real(ctx, sub, model_dir, target, *args, **kwargs)
+        fits = read_card(model_dir).provenance["subnet"] == smallest
+        return measured.model_copy(update={"value": measured.value if fits else 1e12})
+
+    monkeypatch.setattr(select_module, "_measure_after_export", only_the_smallest_fits)
+    tight = targets_from_dicts([{"name": "macs-08", "runtime": "macs", "budget": "0.8x"}])
+    last = select_subnets(supernet, tight, tmp_path / "out4", config=cfg, data=data).choices[0]
+    assert last.config == smallest and last.attempts > 1 and last.measured_cost <= last.budget_resolved
+
+    monkeypatch.setattr(select_module, "_measure_after_export", slower_device)
     slowdown["factor"] = 100.0
     hopeless = targets_from_dicts([{"name": "macs-095", "runtime": "macs", "budget": "0.95x"}])
     with pytest.raises(BespokeError, match=r"macs-095: budget .* missed after export"):

@@ -49,7 +49,8 @@ def test_tofa_study_smoke_writes_every_section_and_resumes(tmp_path: Path) -> No
     assert on_disk["methods"].keys() == doc["methods"].keys() == set(METHODS)
 
     for key in ("command", "machine", "settings", "data", "teacher", "targets", "reference_ms", "cost_table",
-                "methods", "sweep", "comparison", "selection_time", "steps", "checks", "cost_at_study_targets"):
+                "methods", "sweep", "comparison", "same_subnet_gain", "selection_time", "steps", "checks",
+                "cost_at_study_targets"):
         assert key in on_disk, key
     assert on_disk["data"]["resolution"] == 32 and on_disk["data"]["test"] == 60
     assert _number(on_disk["reference_ms"]) and on_disk["reference_ms"] > 0
@@ -71,6 +72,8 @@ def test_tofa_study_smoke_writes_every_section_and_resumes(tmp_path: Path) -> No
         assert set(cost["total_cpu_s"]) == {"1", "5", "20"}
         assert all(_number(v) for v in cost["total_cpu_s"].values())
         assert _number(cost["preparation_cpu_s"]["supernet_train"])
+    same = on_disk["same_subnet_gain"]  # both predictors measured the same sampled subnets on the same images
+    assert same["subnets"] == 8 and same["min_points"] <= same["mean_points"] <= same["max_points"]
     assert on_disk["methods"]["labelled_only"]["supernet"]["semi_supervised"] is False
     assert on_disk["methods"]["extract_finetune"]["supernet"]["steps"] == 0
     for row in on_disk["methods"]["extract_finetune"]["models"]:

@@ -71,7 +71,10 @@ class SelectConfig(BaseModel):
     parent_fraction: float = Field(0.25, gt=0, le=1)
     calibration_subnets: int = Field(6, ge=2, description="whole subnets measured to calibrate a latency table")
     budget_margin: float = Field(0.03, ge=0, lt=0.5, description="search under (1 - margin) x budget")
-    budget_retries: int = Field(3, ge=0, description="re-searches with a tighter budget if export misses it")
+    budget_retries: int = Field(3, ge=0, description="extra searches steered by the measurement after export: "
+                                "tighter after a miss, looser after a pick that leaves too much budget unused")
+    budget_fill: float = Field(0.9, gt=0, le=1, description="a pick measured under this share of its budget is "
+                               "searched again with a looser limit (the best pick within budget is delivered)")
     eval_limit: int | None = Field(None, ge=1, description="test images for the accuracy in the cards")
     seed: int = 0
     device: str = "auto"

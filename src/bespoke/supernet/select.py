@@ -199,12 +199,41 @@ def _card(ctx: _Context, target: Target, table: CostTable, sub: StaticNet, best:
     )
 
 
+@dataclass
+class _Attempt:
+    """One exported pick of :func:`choose_for_target` and its measurement after export."""
+
+    limit: float
+    config: SubnetConfig
+    pred_acc: float
+    pred_cost: float
+    sub: StaticNet
+    card: ModelCard
+    saved: Any  # save_model_dir's card (params, MACs)
+    measured: Measurement
+
+
+def next_limit(limit: float, pred_cost: float, measured: float, aim: float, ok: float | None, missed: float
+               ) -> float:
+    """The next search limit on the cost table's scale: the secant step that would move ``measured`` to ``aim``,
+    kept strictly inside the bracket (``ok``: the largest limit whose pick met the budget; ``missed``: the
+    smallest limit whose pick did not), else the bracket's midpoint."""
+    estimate = min(limit, pred_cost) * aim / measured
+    low = ok if ok is not None else 0.0
+    if low < estimate < missed:
+        return estimate
+    return (low + missed) / 2 if ok is not None and math.isfinite(missed) else estimate
+
+
 def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> TargetChoice:
     """Search, extract, recalibrate, evaluate, export and measure (after export) the subnet of one target.
 
-    When the exported model misses the budget, the search is repeated under a limit tightened by the measured
-    miss, down to (and including) the smallest subnet, at most ``budget_retries`` times. A target whose last
-    attempt still misses gets no model directory: :class:`MissedBudget` says what was measured.
+    The per-block table predicts a single subnet only to 10-50 % (worst for small subnets), so the measurement
+    after export steers a bounded bisection (``budget_retries`` extra searches) on the search limit: a pick that
+    misses the budget tightens it (by the miss, plus a margin that doubles with every miss; down to, and
+    including, the smallest subnet), one that meets it but leaves more than ``1 - budget_fill`` of the budget
+    unused loosens it. The best pick that met the budget (highest predicted
+    accuracy) is delivered; a target where every pick missed gets no model directory (:class:`MissedBudget`).
     """
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     budget = target.resolve_budget(table.reference)
@@ -218,35 +247,72 @@ def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> Target
     model_dir = ctx.out / target.name
     search_ms: float | None = None
     misses: list[tuple[str, float]] = []
-    for attempt in range(1, ctx.cfg.budget_retries + 2):
+    tried: set[str] = set()
+    picks: list[dict[str, Any]] = []
+    delivered: _Attempt | None = None
+    saved: _Attempt | None = None
+    ok_limit: float | None = None
+    missed_limit = math.inf
+    attempts = 0
+    for _ in range(ctx.cfg.budget_retries + 1):
         best, pred_acc, pred_cost, ms = _search(ctx, table, limit, target.unit)
         search_ms = ms if search_ms is None else search_ms  # the first answer is what a new target costs
+        if best.key() in tried:  # the limit moved too little to change the pick: the bracket is closed
+            if delivered is not None or smallest.key() in tried:
+                break
+            # every pick missed down to the table's floor (the search keeps finding subnets the table
+            # under-prices most): the smallest subnet is the one architecture no table error can undercut
+            best = smallest
+            genome = GenomeLayout(ctx.net.space).encode(smallest)[None, :]
+            pred_acc = float(ctx.fit.predict_genomes(genome)[0])
+            pred_cost = float(table.genome_cost(ctx.net.space)(genome)[0])
+        tried.add(best.key())
+        attempts += 1
         sub = ctx.extractor.extract(ctx.net, best)
-        # the test split is evaluated once, on the attempt that is delivered (a miss costs a measurement only)
-        card = _card(ctx, target, table, sub, best, budget, None, (pred_acc, pred_cost), (search_ms, attempt))
+        # the test split is evaluated once, on the attempt that is delivered (a pick costs a measurement only)
+        card = _card(ctx, target, table, sub, best, budget, None, (pred_acc, pred_cost), (search_ms, attempts))
         final = save_model_dir(model_dir, sub, card)
         after = _measure_after_export(ctx, sub, model_dir, target, best.resolution, table, pred_cost)
-        if budget is None or after.value <= budget:
+        saved = _Attempt(limit, best, pred_acc, pred_cost, sub, card, final, after)
+        picks.append({"subnet": best.key(), "limit": round(limit, 4), "predicted_cost": round(pred_cost, 4),
+                      "predicted_accuracy": round(pred_acc, 4), "measured": round(after.value, 4)})
+        if budget is None:
+            delivered = saved
             break
-        misses.append((best.key(), after.value))
-        if best == smallest:
-            break
-        # the table was optimistic by the measured miss: ask for proportionally less, down to the smallest subnet
-        # (never declared infeasible on a prediction alone once a measurement says the table is off)
-        limit = max(min(limit, pred_cost) * (budget / after.value) * 0.98, floor)
-    if budget is not None and after.value > budget:
+        # aim under the budget by the margin, doubled after every miss: the table's error grows as subnets
+        # shrink, so a step scaled by one miss can fall just short again
+        aim = budget * max(0.5, 1.0 - ctx.cfg.budget_margin * 2 ** (len(misses) + (after.value > budget)))
+        if after.value <= budget:
+            if delivered is None or pred_acc > delivered.pred_acc:
+                delivered = saved
+            ok_limit = max(ok_limit or 0.0, limit)
+            if after.value >= ctx.cfg.budget_fill * budget or math.isinf(limit):
+                break
+        else:
+            misses.append((best.key(), after.value))
+            missed_limit = min(missed_limit, limit)
+            if best == smallest:
+                break
+        limit = next_limit(limit, pred_cost, after.value, aim, ok_limit, missed_limit)
+        if ok_limit is None:  # only misses so far: never declared infeasible on a prediction alone
+            limit = max(limit, floor)
+    if delivered is None:
         shutil.rmtree(model_dir, ignore_errors=True)
-        raise MissedBudget(budget, target.unit, misses)
+        raise MissedBudget(float(budget or 0.0), target.unit, misses)
+    if saved is not delivered:  # an earlier pick was better: put it back
+        save_model_dir(model_dir, delivered.sub, delivered.card)
+    best, sub, after = delivered.config, delivered.sub, delivered.measured
     accuracy = ctx.test.accuracy(sub, best.resolution)
     cpu, wall = round(cpu_seconds() - cpu0, 1), round(time.perf_counter() - wall0, 1)
     latency_ms = {target.name: round(after.value, 4)} if target.unit == "ms" else {}
-    provenance = {"select_wall_s": wall, **({PRED_REFERENCE: table.reference} if latency_ms and table.reference
-                                             else {})}
+    provenance = {"select_wall_s": wall, "attempts": attempts, "picks": picks,
+                  **({PRED_REFERENCE: table.reference} if latency_ms and table.reference else {})}
     update_card(model_dir, accuracy=round(accuracy, 4), latency_ms=latency_ms, provenance=provenance,
                 latency={target.name: after.model_dump(mode="json")}, cost_cpu_s={"select": cpu})
-    return TargetChoice(target.name, target.unit, card.budget, budget, best.to_dict(), round(pred_acc, 4),
-                        round(pred_cost, 4), round(after.value, 4), round(accuracy, 4), True, round(search_ms, 2),
-                        attempt, str(model_dir), final.params, final.macs, cpu, wall)
+    return TargetChoice(target.name, target.unit, delivered.card.budget, budget, best.to_dict(),
+                        round(delivered.pred_acc, 4), round(delivered.pred_cost, 4), round(after.value, 4),
+                        round(accuracy, 4), True, round(search_ms, 2), attempts, str(model_dir),
+                        delivered.saved.params, delivered.saved.macs, cpu, wall)
 
 
 def delivered_before(model_dir: Path, target: Target, table: CostTable, supernet: Path) -> TargetChoice | None:
