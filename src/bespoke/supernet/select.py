@@ -135,10 +135,8 @@ def _measure_after_export(ctx: _Context, model: torch.nn.Module, model_dir: Path
     the machine's speed may have drifted since the table was measured.
     """
     if target.runtime == "onnxruntime" and table.reference:
-        largest = extract_subnet(ctx.net, ctx.net.space.largest())
-        r = ctx.net.space.largest().resolution
-        reference = export_onnx_bytes(largest, image_shape(target.batch, r))
-        return measure_paired(model_dir / "model.onnx", reference, target, reference_value=table.reference)
+        return measure_paired(model_dir / "model.onnx", ctx.reference_onnx(target.batch), target,
+                              reference_value=table.reference)
     if target.runtime == "table":
         return Measurement.exact(predicted, unit="ms", runtime="table",
                                  details={"predicted": "sum of the device table's part rows (board not attached)"})
@@ -169,6 +167,15 @@ class _Context:
     out: Path
     supernet_dir: Path
     shared_cpu: dict[str, float]
+    _references: dict[int, bytes] = field(default_factory=dict)
+
+    def reference_onnx(self, batch: int) -> bytes:
+        """The largest subnet exported once per batch size: every pick of every target is timed against it."""
+        if batch not in self._references:
+            largest = self.net.space.largest()
+            self._references[batch] = export_onnx_bytes(extract_subnet(self.net, largest),
+                                                         image_shape(batch, largest.resolution))
+        return self._references[batch]
 
 
 def _search(ctx: _Context, table: CostTable, limit: float, unit: str) -> tuple[SubnetConfig, float, float, float]:
