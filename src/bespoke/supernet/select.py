@@ -210,7 +210,6 @@ def _card(ctx: _Context, target: Target, table: CostTable, sub: StaticNet, best:
 class _Attempt:
     """One exported pick of :func:`choose_for_target` and its measurement after export."""
 
-    limit: float
     config: SubnetConfig
     pred_acc: float
     pred_cost: float
@@ -239,14 +238,15 @@ def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> Target
     after export steers a bounded bisection (``budget_retries`` extra searches) on the search limit: a pick that
     misses the budget tightens it (by the miss, plus a margin that doubles with every miss; down to, and
     including, the smallest subnet), one that meets it but leaves more than ``1 - budget_fill`` of the budget
-    unused loosens it. The best pick that met the budget (highest predicted
-    accuracy) is delivered; a target where every pick missed gets no model directory (:class:`MissedBudget`).
+    unused loosens it. The best pick that met the budget (highest predicted accuracy) is delivered; a target
+    where every pick missed gets no model directory (:class:`MissedBudget`).
     """
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     budget = target.resolve_budget(table.reference)
     smallest = ctx.net.space.smallest()
+    smallest_genome = GenomeLayout(ctx.net.space).encode(smallest)[None, :]
     # the smallest subnet's predicted cost, as the search computes it (it must pass the search's own floor test)
-    floor = float(table.genome_cost(ctx.net.space)(GenomeLayout(ctx.net.space).encode(smallest)[None, :])[0])
+    floor = float(table.genome_cost(ctx.net.space)(smallest_genome)[0])
     limit = math.inf
     if budget is not None:  # keep a safety margin, unless only the margin stands between budget and feasibility
         limit = budget * (1.0 - ctx.cfg.budget_margin)
@@ -269,10 +269,7 @@ def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> Target
                 break
             # every pick missed down to the table's floor (the search keeps finding subnets the table
             # under-prices most): the smallest subnet is the one architecture no table error can undercut
-            best = smallest
-            genome = GenomeLayout(ctx.net.space).encode(smallest)[None, :]
-            pred_acc = float(ctx.fit.predict_genomes(genome)[0])
-            pred_cost = float(table.genome_cost(ctx.net.space)(genome)[0])
+            best, pred_acc, pred_cost = smallest, float(ctx.fit.predict_genomes(smallest_genome)[0]), floor
         tried.add(best.key())
         attempts += 1
         sub = ctx.extractor.extract(ctx.net, best)
@@ -280,7 +277,7 @@ def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> Target
         card = _card(ctx, target, table, sub, best, budget, None, (pred_acc, pred_cost), (search_ms, attempts))
         final = save_model_dir(model_dir, sub, card)
         after = _measure_after_export(ctx, sub, model_dir, target, best.resolution, table, pred_cost)
-        saved = _Attempt(limit, best, pred_acc, pred_cost, sub, card, final, after)
+        saved = _Attempt(best, pred_acc, pred_cost, sub, card, final, after)
         picks.append({"subnet": best.key(), "limit": round(limit, 4), "predicted_cost": round(pred_cost, 4),
                       "predicted_accuracy": round(pred_acc, 4), "measured": round(after.value, 4)})
         if budget is None:
