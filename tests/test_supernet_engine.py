@@ -155,6 +155,23 @@ def test_next_limit_bisects_between_a_pick_that_met_the_budget_and_one_that_miss
     assert next_limit(12.0, 11.0, 5.0, 9.0, 10.0, 14.0) == pytest.approx(12.0)
 
 
+def test_subnet_evaluator_runs_in_channels_last_with_the_plain_layout_answer(data) -> None:
+    from bespoke.supernet.calibrate import accuracy, recalibrate_bn
+    from bespoke.supernet.evaluator import SubnetEvaluator
+
+    net = build_supernet(tiny_efficientnet(3, 32), 32)
+    cfg = net.space.sample(np.random.default_rng(3))
+    evaluator = SubnetEvaluator(data, (0.5,) * 3, (0.25,) * 3, split="test", limit=None, calib_images=48)
+    sub, acc = evaluator(net, cfg)
+    assert all(p.is_contiguous() for p in sub.parameters())  # plain layout again: ready for export and safetensors
+    net.set_active_subnet(cfg)
+    plain = recalibrate_bn(net.get_active_subnet(), evaluator.calibration_images(cfg.resolution))
+    for a, b in zip(sub.state_dict().values(), plain.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # same BN statistics from the NHWC pass
+    images, labels = evaluator._eval[cfg.resolution]
+    assert abs(acc - accuracy(plain, images, labels)) <= 1 / labels.numel()  # at most one argmax tie flips
+
+
 def test_kendall_tau() -> None:
     assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
     assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0

@@ -83,6 +83,8 @@ def test_tofa_study_smoke_writes_every_section_and_resumes(tmp_path: Path) -> No
     assert tofa_cost["extrapolated"] == {"1": False, "5": True, "20": True}  # 3 sweep targets were selected
     assert on_disk["sweep"]["delivered"] >= 1 and _number(on_disk["selection_time"]["search_ms_max"])
     assert all(isinstance(v, bool | int) or v is None or _number(v) for v in on_disk["checks"].values())
+    c_total = on_disk["methods"]["extract_finetune"]["cost"]["total_cpu_s"]["20"]
+    assert on_disk["checks"]["cheaper_than_extract_finetune_at_k20"] is (tofa_cost["total_cpu_s"]["20"] < c_total)
     statuses = {name: s["status"] for name, s in on_disk["steps"].items()}
     assert statuses.pop("teacher") == "found"  # given with --teacher: not run by the study
     assert set(statuses.values()) == {"done"}
