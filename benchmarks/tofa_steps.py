@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tofa_study as study_mod
 
 from bespoke.bench.results import machine_info
+from bespoke.errors import BespokeError
 from bespoke.supernet.store import read_meta
 from bespoke.utils.atomic import write_json, write_text
 
@@ -85,7 +86,7 @@ def summarize(a: argparse.Namespace, study: Any, sel: dict[str, Any], ref: dict[
             "cost": cost, "study_tofa_steps": ref["settings"]["steps"],
             "study_ft_epochs": ref["settings"]["ft_epochs"], "extract_finetune_cost": c_cost,
             "break_even_k": study_mod.break_even(cost, c_cost),
-            "cheaper_at_k20": study_mod.cheaper_at(cost, c_cost, 20),
+            f"cheaper_at_k{study_mod.K_VALUES[-1]}": study_mod.cheaper_at(cost, c_cost, study_mod.K_VALUES[-1]),
             "beats_extract_finetune_everywhere": all(m["gain_vs_extract_finetune_points"] > 0 for m in models)}
 
 
@@ -115,4 +116,8 @@ def render(doc: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BespokeError as exc:
+        print(f"error: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
+        sys.exit(2)
