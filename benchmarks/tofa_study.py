@@ -24,7 +24,10 @@ training from checkpoints):
 
 Writes ``RESULTS/tofa_study.json`` and ``RESULTS/tofa_study.md`` (``--results``, default ``benchmarks/results``;
 ``OUT/results`` with ``--smoke``). Keep other heavy jobs off the machine while it runs: budgets and latencies are
-wall-clock medians.
+wall-clock medians. To train on every core but time on one, run it twice:
+
+    .venv/bin/python benchmarks/tofa_study.py --out runs/tofa-study --train-only
+    OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python benchmarks/tofa_study.py --out runs/tofa-study
 """
 
 from __future__ import annotations
@@ -133,6 +136,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=None, help="folder for tofa_study.json/.md (default "
                    "benchmarks/results; OUT/results with --smoke)")
     p.add_argument("--smoke", action="store_true", help="tiny settings: checks the plumbing, not the method")
+    p.add_argument("--train-only", action="store_true", help="train the supernets of (a) and (b) and stop: "
+                   "training may use every core, while the steps after it time ONNX models, so rerun without "
+                   "this flag pinned to one core (OMP_NUM_THREADS=1 taskset -c 0) on a quiet machine")
     p.add_argument("--teacher", type=Path, default=None, help="fine-tuned teacher model directory (default: the "
                    f"benchmark's {BENCH_TEACHER.relative_to(ROOT)} if present, else fine-tuned here)")
     p.add_argument("--tofa-supernet", type=Path, default=None, help="a finished supernet trained elsewhere with "
@@ -926,8 +932,8 @@ def md_checks(doc: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------------------------------------------ main
 
 
-def run_study(study: Study) -> dict[str, Any]:
-    """Every step in order (each skipped when done), then the summary."""
+def run_study(study: Study) -> dict[str, Any] | None:
+    """Every step in order (each skipped when done), then the summary (None after ``--train-only``)."""
     a, ledger = study.args, study.ledger
     teacher_step(study)
     reference = reference_step(study)
@@ -946,11 +952,15 @@ def run_study(study: Study) -> dict[str, Any]:
             ledger.run("tofa:adopt", False, lambda j=job: adopt_supernet(Path(a.tofa_supernet), j))
             done = True
         ledger.run(f"{method}:train", done, lambda j=job: train_supernet(j, data=study.source))
+        if a.train_only:
+            continue
         record_trained(root / "supernet")
         if method != "tofa":
             share_cost_tables(study.dir("tofa") / "supernet", root / "supernet")
         select_step(study, f"{method}:select", root / "supernet", targets, root / "models", None)
 
+    if a.train_only:
+        return None
     root = study.dir("extract_finetune")
     ledger.run("extract_finetune:build", (root / "supernet" / META_FILE).is_file(),
                lambda: build_untrained_supernet(study, root / "supernet"))
@@ -976,6 +986,9 @@ def main(argv: Sequence[str] | None = None, *, log: Callable[[str], None] = prin
     study = open_study(args, log)
     wall0 = time.perf_counter()
     summary = run_study(study)
+    if summary is None:
+        log(f"supernets trained in {args.out}; rerun without --train-only, pinned to one core, for the rest")
+        return {}
     command = "python benchmarks/tofa_study.py " + " ".join(shlex.quote(x) for x in (
         sys.argv[1:] if argv is None else argv))
     doc = finite({"command": command.strip(), "machine": machine_info(), "settings": settings_record(args) | {
