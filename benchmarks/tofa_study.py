@@ -24,10 +24,13 @@ training from checkpoints):
 
 Writes ``RESULTS/tofa_study.json`` and ``RESULTS/tofa_study.md`` (``--results``, default ``benchmarks/results``;
 ``OUT/results`` with ``--smoke``). Keep other heavy jobs off the machine while it runs: budgets and latencies are
-wall-clock medians. To train on every core but time on one, run it twice:
+wall-clock medians. To train (a) and (b) side by side, each on its own core at one thread (so their CPU-s
+compare with (c)'s one-thread fine-tunes), then time everything on one quiet core:
 
-    .venv/bin/python benchmarks/tofa_study.py --out runs/tofa-study --train-only
-    OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python benchmarks/tofa_study.py --out runs/tofa-study
+    OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python benchmarks/tofa_study.py --out runs/tofa-study --train-only tofa &
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/tofa_study.py --out runs/tofa-study \
+        --train-only labelled_only
+    wait; OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python benchmarks/tofa_study.py --out runs/tofa-study
 """
 
 from __future__ import annotations
@@ -114,7 +117,8 @@ PROFILES: dict[str, tuple[Any, Any]] = {
     "repeats": (50, 10),
 }
 # Flags that do not change what a run computes (left out of the settings a resumed run must match).
-UNCHECKED = {"out", "results", "smoke", "teacher", "tofa_supernet"}
+UNCHECKED = {"out", "results", "smoke", "teacher", "tofa_supernet", "train_only"}
+SUPERNET_METHODS = {"tofa": True, "labelled_only": False}  # method -> semi-supervised
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -136,9 +140,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=None, help="folder for tofa_study.json/.md (default "
                    "benchmarks/results; OUT/results with --smoke)")
     p.add_argument("--smoke", action="store_true", help="tiny settings: checks the plumbing, not the method")
-    p.add_argument("--train-only", action="store_true", help="train the supernets of (a) and (b) and stop: "
-                   "training may use every core, while the steps after it time ONNX models, so rerun without "
-                   "this flag pinned to one core (OMP_NUM_THREADS=1 taskset -c 0) on a quiet machine")
+    p.add_argument("--train-only", nargs="*", choices=list(SUPERNET_METHODS), default=None, metavar="METHOD",
+                   help="train the supernets of the given methods (tofa, labelled_only; none named: both) and stop. "
+                   "The steps after training time ONNX models, so they must run pinned to one quiet core; this "
+                   "lets training run first on its own, e.g. one process per method, each pinned to a core at "
+                   "one thread, so every method's CPU-s are counted at one thread as (c)'s fine-tunes are")
     p.add_argument("--teacher", type=Path, default=None, help="fine-tuned teacher model directory (default: the "
                    f"benchmark's {BENCH_TEACHER.relative_to(ROOT)} if present, else fine-tuned here)")
     p.add_argument("--tofa-supernet", type=Path, default=None, help="a finished supernet trained elsewhere with "
@@ -218,8 +224,10 @@ class Ledger:
         self.log(f"[study] {name}: running")
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
         fn()
-        self.steps[name] = {"status": "done", "cpu_s": round(cpu_seconds() - cpu0, 1),
-                            "wall_s": round(time.perf_counter() - wall0, 1)}
+        record = {"status": "done", "cpu_s": round(cpu_seconds() - cpu0, 1),
+                  "wall_s": round(time.perf_counter() - wall0, 1)}
+        # re-read first: another process of the same study (``--train-only METHOD``) may have recorded a step
+        self.steps = (json.loads(self.path.read_text()) if self.path.is_file() else {}) | self.steps | {name: record}
         write_json(self.path, self.steps)
 
     def wall(self, name: str) -> float | None:
@@ -944,7 +952,9 @@ def run_study(study: Study) -> dict[str, Any] | None:
     sweep_factors = {factor_name("sweep", f): f for f in spaced}
     sweep = [latency_target(a, name, f) for name, f in sweep_factors.items()]
 
-    for method, semi in (("tofa", True), ("labelled_only", False)):
+    for method, semi in SUPERNET_METHODS.items():
+        if a.train_only and method not in a.train_only:
+            continue
         root = study.dir(method)
         job = supernet_job(study, root / "supernet", semi_supervised=semi)
         done = (root / "supernet" / META_FILE).is_file()
@@ -952,14 +962,14 @@ def run_study(study: Study) -> dict[str, Any] | None:
             ledger.run("tofa:adopt", False, lambda j=job: adopt_supernet(Path(a.tofa_supernet), j))
             done = True
         ledger.run(f"{method}:train", done, lambda j=job: train_supernet(j, data=study.source))
-        if a.train_only:
+        if a.train_only is not None:
             continue
         record_trained(root / "supernet")
         if method != "tofa":
             share_cost_tables(study.dir("tofa") / "supernet", root / "supernet")
         select_step(study, f"{method}:select", root / "supernet", targets, root / "models", None)
 
-    if a.train_only:
+    if a.train_only is not None:
         return None
     root = study.dir("extract_finetune")
     ledger.run("extract_finetune:build", (root / "supernet" / META_FILE).is_file(),

@@ -21,8 +21,6 @@ METHODS = ("tofa", "labelled_only", "extract_finetune")
 pytestmark = [pytest.mark.integration, needs_fashion]
 
 
-
-
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -43,6 +41,11 @@ def test_tofa_study_smoke_writes_every_section_and_resumes(tmp_path: Path) -> No
             "--sweep-targets", "3"]
     start, cpu0 = time.perf_counter(), cpu_seconds()
     with torch_threads(1):
+        for method in ("labelled_only", "tofa"):  # trained first, one method per call, then the rest resumes
+            assert study.main([*argv, "--train-only", method], log=lambda _: None) == {}
+        assert not (tmp_path / "results").exists()
+        trained = json.loads((tmp_path / "run" / "ledger.json").read_text())
+        assert {"tofa:train", "labelled_only:train"} <= trained.keys() and "tofa:select" not in trained
         doc = study.main(argv, log=lambda _: None)
     elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     on_disk = json.loads((tmp_path / "results" / "tofa_study.json").read_text())
@@ -86,6 +89,7 @@ def test_tofa_study_smoke_writes_every_section_and_resumes(tmp_path: Path) -> No
     c_total = on_disk["methods"]["extract_finetune"]["cost"]["total_cpu_s"]["20"]
     assert on_disk["checks"]["cheaper_than_extract_finetune_at_k20"] is (tofa_cost["total_cpu_s"]["20"] < c_total)
     statuses = {name: s["status"] for name, s in on_disk["steps"].items()}
+    assert on_disk["steps"]["tofa:train"] == trained["tofa:train"]  # the figures of the --train-only call
     assert statuses.pop("teacher") == "found"  # given with --teacher: not run by the study
     assert set(statuses.values()) == {"done"}
 
@@ -114,3 +118,12 @@ def test_tofa_study_smoke_writes_every_section_and_resumes(tmp_path: Path) -> No
     assert not (adopted / "checkpoints").exists()
     with pytest.raises(study.BespokeError, match="another recipe"):
         study.adopt_supernet(trained, study.supernet_job(second, tmp_path / "x", semi_supervised=False))
+
+
+def test_ledger_keeps_the_steps_another_process_recorded(tmp_path: Path) -> None:
+    study = load_benchmark_script("tofa_study")
+    path = tmp_path / "ledger.json"
+    first, second = study.Ledger(path, lambda _: None), study.Ledger(path, lambda _: None)  # both opened empty
+    first.run("tofa:train", False, lambda: None)
+    second.run("labelled_only:train", False, lambda: None)
+    assert set(json.loads(path.read_text())) == {"tofa:train", "labelled_only:train"}
