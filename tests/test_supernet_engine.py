@@ -32,7 +32,7 @@ from bespoke.supernet.efficiency import enumerate_parts
 from bespoke.supernet.evolution import InfeasibleBudget
 from bespoke.supernet.genome import GenomeLayout
 from bespoke.supernet.losses import largest_loss, subnet_loss
-from bespoke.supernet.predictor import ArchEncoder
+from bespoke.supernet.predictor import ArchEncoder, collect_samples
 from bespoke.supernet.select import next_limit
 from bespoke.supernet.tiny import tiny_arch_config, tiny_efficientnet, tiny_splits
 from bespoke.targets import targets_from_dicts
@@ -190,6 +190,29 @@ def test_predictor_learns_a_ranking() -> None:
     assert fit.metrics["n_test"] == 30
     genomes = GenomeLayout(net.space).encode_many(cfgs[:5])
     assert np.allclose(fit.predict(cfgs[:5]), fit.predict_genomes(genomes))
+
+
+def test_sample_collection_resumes_and_counts_the_cost_of_every_attempt(tmp_path: Path) -> None:
+    net = build_supernet(tiny_efficientnet(), 32)
+    cfgs = [net.space.sample(np.random.default_rng(s)) for s in range(6)]
+    cache = tmp_path / "samples.json"
+    calls: list[str] = []
+
+    def measure(cfg) -> float:
+        calls.append(cfg.key())
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        sum(i * i for i in range(200_000))  # some CPU time to count
+        return 0.5
+
+    with pytest.raises(KeyboardInterrupt):
+        collect_samples(cfgs, measure, cache)
+    first = json.loads(cache.read_text())
+    assert len(first) == 4 and all(row["cpu_s"] > 0 for row in first)
+    samples, carried = collect_samples(cfgs, measure, cache)
+    assert [c.key() for c, _ in samples] == [c.key() for c in cfgs]
+    assert len(calls) == 7  # only the two missing ones measured again
+    assert carried == pytest.approx(sum(row["cpu_s"] for row in first))
 
 
 def _synthetic_table(net) -> CostTable:

@@ -3,7 +3,8 @@
 Trained once per supernet on a few hundred sampled subnets, each extracted, BN-recalibrated and measured on the
 held-out (val) split; 20% of the samples are held out to report Kendall's tau and RMSE. Samples and the fitted
 predictor are cached in ``SUPERNET/predictor/`` (the samples file grows as subnets are measured, so an
-interrupted collection resumes).
+interrupted collection resumes, and each sample keeps its CPU-seconds, so the predictor's cost covers every
+attempt).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 from bespoke.errors import BespokeError
 from bespoke.supernet.genome import GenomeLayout
 from bespoke.supernet.space import SearchSpace, SubnetConfig
+from bespoke.train import cpu_seconds
 from bespoke.utils.atomic import save_safetensors, write_json
 from bespoke.utils.progress import make_progress
 from bespoke.zoo import load_state_dict
@@ -165,24 +167,31 @@ def read_samples(cache: Path) -> list[tuple[SubnetConfig, float]]:
 
 
 def collect_samples(cfgs: Sequence[SubnetConfig], measure: Callable[[SubnetConfig], float], cache: Path
-                    ) -> list[tuple[SubnetConfig, float]]:
-    """Measured accuracy of every config; ``cache`` (JSON) keeps finished ones so a rerun continues."""
-    done: dict[str, float] = {}
+                    ) -> tuple[list[tuple[SubnetConfig, float]], float]:
+    """Measured accuracy of every config; ``cache`` (JSON) keeps finished ones so a rerun continues.
+
+    Each row records the CPU-seconds its measurement took, so an interrupted collection still reports its whole
+    cost: returns the samples and the CPU-seconds earlier runs spent on the ones found in ``cache``.
+    """
+    done: dict[str, dict[str, Any]] = {}
     if cache.is_file():
-        done = {row["key"]: float(row["accuracy"]) for row in json.loads(cache.read_text())}
-    rows = [{"key": c.key(), "config": c.to_dict(), "accuracy": done[c.key()]} for c in cfgs if c.key() in done]
+        done = {row["key"]: row for row in json.loads(cache.read_text())}
+    rows = [done[c.key()] for c in cfgs if c.key() in done]
+    carried_cpu_s = sum(float(row.get("cpu_s", 0.0)) for row in rows)
     todo = [c for c in cfgs if c.key() not in done]
     with make_progress() as progress:
         task = progress.add_task("predictor samples", total=len(cfgs), completed=len(cfgs) - len(todo),
                                  postfix="")
-        for i, cfg in enumerate(todo):
+        for cfg in todo:
+            cpu0 = cpu_seconds()
             acc = measure(cfg)
-            done[cfg.key()] = acc
-            rows.append({"key": cfg.key(), "config": cfg.to_dict(), "accuracy": acc})
-            if (i + 1) % 10 == 0 or i + 1 == len(todo):
-                write_json(cache, rows)
+            row = {"key": cfg.key(), "config": cfg.to_dict(), "accuracy": acc,
+                   "cpu_s": round(cpu_seconds() - cpu0, 2)}
+            done[cfg.key()] = row
+            rows.append(row)
+            write_json(cache, rows)  # seconds per sample against milliseconds per write: lose none on a stop
             progress.update(task, advance=1, postfix=f"acc {acc:.3f}")
-    return [(c, done[c.key()]) for c in cfgs]
+    return [(c, float(done[c.key()]["accuracy"])) for c in cfgs], carried_cpu_s
 
 
 def save_predictor(directory: Path, fit: PredictorFit, extra: dict[str, Any]) -> None:

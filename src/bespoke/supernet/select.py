@@ -107,7 +107,8 @@ def ensure_predictor(net: ElasticNet, meta: SupernetMeta, source: DataSource, di
                      ) -> tuple[PredictorFit, list[tuple[SubnetConfig, float]], float]:
     """The cached predictor of the supernet, or a new one (samples measured on val).
 
-    Returns the predictor, its samples (config, val accuracy) and the CPU-seconds it cost (once).
+    Returns the predictor, its samples (config, val accuracy) and the CPU-seconds it cost (once, including what
+    an interrupted earlier attempt spent on the samples it left in the cache).
     """
     pdir = directory / "predictor" / f"n{cfg.predictor_samples}-v{cfg.predictor_val_images}-c{cfg.calib_images}"
     fit = load_predictor(pdir, net.space)
@@ -119,9 +120,9 @@ def ensure_predictor(net: ElasticNet, meta: SupernetMeta, source: DataSource, di
                                 calib_batch=cfg.calib_batch, seed=cfg.seed,
                                 calib_labelled=calibration_pool(meta.job), device=device)
     cfgs = sample_configs(net.space, cfg.predictor_samples, cfg.seed)
-    samples = collect_samples(cfgs, lambda c: evaluator(net, c)[1], pdir / "samples.json")
+    samples, carried_cpu_s = collect_samples(cfgs, lambda c: evaluator(net, c)[1], pdir / "samples.json")
     fit = fit_predictor(net.space, samples, seed=cfg.seed)
-    fit.metrics["cpu_s"] = round(cpu_seconds() - cpu0, 1)
+    fit.metrics["cpu_s"] = round(cpu_seconds() - cpu0 + carried_cpu_s, 1)
     save_predictor(pdir, fit, {"samples": len(samples), "val_images": cfg.predictor_val_images})
     return fit, samples, fit.metrics["cpu_s"]
 
