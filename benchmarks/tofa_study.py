@@ -7,7 +7,8 @@ Steps (each skipped when its output exists, so a rerun of the same command resum
 training from checkpoints):
 
 1. teacher: ``--teacher DIR``, else the reference benchmark's label-scarce teacher
-   (``runs/bench-full/models/teacher-labelled``) when present, else ``--teacher-model`` fine-tuned here on the
+   (``runs/bench-full/models/teacher-labelled``) when present and trained on the study's labelled share (same seed,
+   data, label fraction and size), else ``--teacher-model`` fine-tuned here on the
    labelled share only (the benchmark's teacher recipe);
 2. reference: the teacher's ``model.onnx`` timed with ONNX Runtime (CPU, batch 1, 1 thread), for the record;
    the budgets are ``--factors`` x the largest subnet, resolved on the one cost table the three methods share
@@ -290,7 +291,7 @@ def open_study(args: argparse.Namespace, log: Callable[[str], None]) -> Study:
         teacher = Path(args.teacher)
     elif recorded is not None:
         teacher = Path(recorded["teacher"])
-    elif not args.smoke and (BENCH_TEACHER / CARD).is_file():
+    elif not args.smoke and bench_teacher_fits(args):
         teacher = BENCH_TEACHER
     else:
         teacher = out / "teacher"
@@ -327,6 +328,20 @@ def factor_name(prefix: str, factor: float) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------- steps
+
+
+def bench_teacher_fits(args: argparse.Namespace) -> bool:
+    """Whether the benchmark's label-scarce teacher saw this study's labelled share (same data set, seed, label
+    fraction and size). Another seed draws another labelled share: that teacher would then know the labels of
+    images the study treats as unlabelled, which helps (a)'s pseudo-labels only."""
+    if not (BENCH_TEACHER / CARD).is_file():
+        return False
+    card = read_card(BENCH_TEACHER)
+    data = card.data
+    return (card.provenance.get("recipe", {}).get("seed") == args.seed and data.get("dataset") == args.data
+            and data.get("labels") == f"{args.label_fraction:.0%} of training labels"
+            and data.get("train") == round(args.train_images * args.label_fraction)
+            and card.resolution == args.resolution)
 
 
 def teacher_step(study: Study) -> None:

@@ -127,3 +127,25 @@ def test_ledger_keeps_the_steps_another_process_recorded(tmp_path: Path) -> None
     first.run("tofa:train", False, lambda: None)
     second.run("labelled_only:train", False, lambda: None)
     assert set(json.loads(path.read_text())) == {"tofa:train", "labelled_only:train"}
+
+
+def test_benchmark_teacher_is_reused_only_for_its_own_labelled_share(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another seed (or label fraction) draws another labelled share: the benchmark's teacher, which knows the
+    labels of its own share, would leak them into the study's unlabelled images, so the study trains its own."""
+    study = load_benchmark_script("tofa_study")
+    teacher = tmp_path / "teacher-labelled"
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    monkeypatch.setattr(study, "BENCH_TEACHER", teacher)
+    args = study.parse_args(["--out", str(tmp_path / "run")])
+    assert not study.bench_teacher_fits(args)  # no teacher there
+    card = ModelCard(arch="tiny", arch_config=tiny_arch_config(10, 64), engine="finetune", num_classes=10,
+                     resolution=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), accuracy=0.1,
+                     data={"dataset": "fashion-mnist", "train": 1200, "labels": "10% of training labels"},
+                     provenance={"recipe": {"seed": 0}})
+    save_model_dir(teacher, tiny_efficientnet(num_classes=10, resolution=64), card)
+    assert study.bench_teacher_fits(args)
+    for other in (["--seed", "1"], ["--label-fraction", "0.2"], ["--train-images", "6000"], ["--resolution", "32"]):
+        assert not study.bench_teacher_fits(study.parse_args(["--out", str(tmp_path / "run"), *other])), other
+    seed1 = study.open_study(study.parse_args(["--out", str(tmp_path / "run"), "--seed", "1"]), log=lambda _: None)
+    assert seed1.teacher == tmp_path / "run" / "teacher"
