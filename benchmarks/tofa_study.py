@@ -260,18 +260,30 @@ class Study:
 
     def labelled(self, resolution: int) -> TrainData:
         """The labelled share (as the supernet sees it) and the test split, at ``resolution``."""
-        a = self.args
-        splits = self.source.splits(resolution)
-        labelled = split_labelled(splits.train, a.label_fraction, a.seed)[0]
-        info = {"dataset": splits.name, "train": len(labelled), "val": len(splits.val),  # type: ignore[arg-type]
-                "test": len(splits.test), "labels": f"{a.label_fraction:.0%} of training labels"}  # type: ignore
-        return TrainData(train=labelled, test=splits.test, classes=list(splits.classes), resolution=resolution,
-                         info=info)
+        return labelled_share(self.args, self.source, resolution)
+
+
+def labelled_share(a: argparse.Namespace, source: SpecSource, resolution: int) -> TrainData:
+    """The labelled share of ``source`` for the study's seed and label fraction, and the test split; its ``info``
+    is what a model card trained on it records as ``data``."""
+    splits = source.splits(resolution)
+    labelled = split_labelled(splits.train, a.label_fraction, a.seed)[0]
+    info = {"dataset": splits.name, "train": len(labelled), "val": len(splits.val),  # type: ignore[arg-type]
+            "test": len(splits.test), "labels": f"{a.label_fraction:.0%} of training labels"}  # type: ignore
+    return TrainData(train=labelled, test=splits.test, classes=list(splits.classes), resolution=resolution,
+                     info=info)
 
 
 def settings_record(args: argparse.Namespace) -> dict[str, Any]:
     """The flags that determine the results (JSON-safe)."""
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items()) if k not in UNCHECKED}
+
+
+def study_source(args: argparse.Namespace) -> SpecSource:
+    """The study's data: ``--train-images`` + ``--val-images`` drawn from the training split, split by ``--seed``."""
+    pool = args.train_images + args.val_images
+    return SpecSource(args.data, seed=args.seed, val_fraction=args.val_images / pool, train_limit=pool,
+                      test_limit=args.test_images)
 
 
 def open_study(args: argparse.Namespace, log: Callable[[str], None]) -> Study:
@@ -287,11 +299,12 @@ def open_study(args: argparse.Namespace, log: Callable[[str], None]) -> Study:
             raise BespokeError(f"{out} holds a study run with other settings: "
                                + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()),
                                "use another --out, or the same flags as the first run")
+    source = study_source(args)
     if args.teacher is not None:
         teacher = Path(args.teacher)
     elif recorded is not None:
         teacher = Path(recorded["teacher"])
-    elif not args.smoke and bench_teacher_fits(args):
+    elif not args.smoke and bench_teacher_fits(args, source):
         teacher = BENCH_TEACHER
     else:
         teacher = out / "teacher"
@@ -299,9 +312,6 @@ def open_study(args: argparse.Namespace, log: Callable[[str], None]) -> Study:
         raise BespokeError(f"{out} was started with teacher {recorded['teacher']}, not {teacher}",
                            "use another --out for another teacher")
     write_json(record_path, {"settings": settings, "teacher": str(teacher)})
-    pool = args.train_images + args.val_images
-    source = SpecSource(args.data, seed=args.seed, val_fraction=args.val_images / pool, train_limit=pool,
-                        test_limit=args.test_images)
     return Study(args, out, teacher, source, Ledger(out / "ledger.json", log), log)
 
 
@@ -330,18 +340,16 @@ def factor_name(prefix: str, factor: float) -> str:
 # ----------------------------------------------------------------------------------------------------- steps
 
 
-def bench_teacher_fits(args: argparse.Namespace) -> bool:
-    """Whether the benchmark's label-scarce teacher saw this study's labelled share (same data set, seed, label
-    fraction and size). Another seed draws another labelled share: that teacher would then know the labels of
-    images the study treats as unlabelled, which helps (a)'s pseudo-labels only."""
+def bench_teacher_fits(args: argparse.Namespace, source: SpecSource) -> bool:
+    """Whether the benchmark's label-scarce teacher was trained on this study's labelled share (its card's seed,
+    resolution and data equal the study's). Another seed draws another share: that teacher would then know the
+    labels of images the study treats as unlabelled, which helps (a)'s pseudo-labels only."""
     if not (BENCH_TEACHER / CARD).is_file():
         return False
     card = read_card(BENCH_TEACHER)
-    data = card.data
-    return (card.provenance.get("recipe", {}).get("seed") == args.seed and data.get("dataset") == args.data
-            and data.get("labels") == f"{args.label_fraction:.0%} of training labels"
-            and data.get("train") == round(args.train_images * args.label_fraction)
-            and card.resolution == args.resolution)
+    if card.resolution != args.resolution or card.provenance.get("recipe", {}).get("seed") != args.seed:
+        return False
+    return card.data == labelled_share(args, source, args.resolution).info
 
 
 def teacher_step(study: Study) -> None:

@@ -137,15 +137,20 @@ def test_benchmark_teacher_is_reused_only_for_its_own_labelled_share(tmp_path: P
     teacher = tmp_path / "teacher-labelled"
     monkeypatch.setattr(study, "ROOT", tmp_path)
     monkeypatch.setattr(study, "BENCH_TEACHER", teacher)
-    args = study.parse_args(["--out", str(tmp_path / "run")])
-    assert not study.bench_teacher_fits(args)  # no teacher there
+
+    def fits(*flags: str) -> bool:
+        args = study.parse_args(["--out", str(tmp_path / "run"), *flags])
+        return study.bench_teacher_fits(args, study.study_source(args))
+
+    assert not fits()  # no teacher there
     card = ModelCard(arch="tiny", arch_config=tiny_arch_config(10, 64), engine="finetune", num_classes=10,
                      resolution=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), accuracy=0.1,
-                     data={"dataset": "fashion-mnist", "train": 1200, "labels": "10% of training labels"},
+                     data={"dataset": "fashion-mnist", "train": 1200, "val": 1200, "test": 10000,
+                           "labels": "10% of training labels"},
                      provenance={"recipe": {"seed": 0}})
     save_model_dir(teacher, tiny_efficientnet(num_classes=10, resolution=64), card)
-    assert study.bench_teacher_fits(args)
+    assert fits()
     for other in (["--seed", "1"], ["--label-fraction", "0.2"], ["--train-images", "6000"], ["--resolution", "32"]):
-        assert not study.bench_teacher_fits(study.parse_args(["--out", str(tmp_path / "run"), *other])), other
+        assert not fits(*other), other
     seed1 = study.open_study(study.parse_args(["--out", str(tmp_path / "run"), "--seed", "1"]), log=lambda _: None)
     assert seed1.teacher == tmp_path / "run" / "teacher"
