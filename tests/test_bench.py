@@ -256,13 +256,14 @@ def test_finished_stage_is_measured_at_once_and_then_needs_no_model_file(tmp_pat
     from bespoke.bench import BenchContext
     from bespoke.bench.context import TEACHER
     from bespoke.bench.measuring import measure_record
-    from bespoke.export import ONNX, export_onnx_bytes, read_card
+    from bespoke.export import ONNX, read_card
     from bespoke.report import LATENCY_1T, LATENCY_2T
+    from bespoke.targets import export_onnx_bytes
 
     def model_dir(name: str) -> Path:
         d = tmp_path / name
         d.mkdir()
-        (d / ONNX).write_bytes(export_onnx_bytes(tiny_net.eval(), (1, 3, 16, 16)))
+        (d / ONNX).write_bytes(export_onnx_bytes(tiny_net.eval(), (1, 3, 16, 16), dynamic_batch=True))
         write_card(d, card().model_copy(update={"accuracy": 0.5, "resolution": 16}))
         return d
 

@@ -72,3 +72,51 @@ def test_unfaithful_export_writes_nothing(tmp_path, tiny_net, monkeypatch):
     with pytest.raises(BespokeError, match="differs from PyTorch"):
         save_model_dir(tmp_path, tiny_net, _card())
     assert not (tmp_path / "card.json").exists() and not (tmp_path / "model.onnx").exists()
+
+
+def _engine_model(kind: str) -> tuple[torch.nn.Module, dict]:
+    """A small model of each of bespoke's own builders, with its card recipe."""
+    from bespoke.supernet.tiny import tiny_arch_config, tiny_efficientnet
+
+    base, base_config = tiny_efficientnet(3, 32), tiny_arch_config(3, 32)
+    if kind == "tiny-efficientnet":
+        return base, base_config
+    if kind == "pruned":
+        from bespoke.baselines.pruning import prune_uniform, pruned_arch_config
+
+        model = prune_uniform(base, 0.5, resolution=32)
+        return model, pruned_arch_config(base_config, model)
+    if kind == "tofa-subnet":
+        from bespoke.supernet import build_supernet
+        from bespoke.supernet.extract import extract_subnet, subnet_arch_config
+
+        net = build_supernet(base, 32)
+        smallest = net.space.smallest()
+        sub = extract_subnet(net, smallest)
+        return sub, subnet_arch_config("tiny", smallest, sub.spec)
+    from bespoke.house.sources import TEACHER, SourceSet
+    from bespoke.house.student import STUDENT_BUILDER, build_student
+
+    segments = len(SourceSet({TEACHER: base_config}, (3, 32, 32), lambda _: base).segmentation(TEACHER))
+    config = {"builder": STUDENT_BUILDER, "resolution": 32, "num_segments": segments, "num_classes": 3,
+              "sources": {TEACHER: base_config}, "alternatives": []}
+    return build_student(config), config
+
+
+@pytest.mark.parametrize("kind", ["tiny-efficientnet", "pruned", "tofa-subnet", "bespoke-block"])
+def test_every_command_works_on_every_engines_model_dir_in_a_fresh_process(kind, tmp_path):
+    """``bespoke export`` / ``profile`` import no engine: the builder comes from the card's architecture name."""
+    import subprocess
+    import sys
+
+    model, arch_config = _engine_model(kind)
+    assert arch_config["builder"] == kind
+    save_model_dir(tmp_path / "m", model, _card(arch_config=arch_config, resolution=32))
+    (tmp_path / "t.yaml").write_text("targets:\n  - {name: count, runtime: macs}\n")
+    cli = "import sys; from bespoke.cli.main import main; sys.argv[0] = 'bespoke'; main()"
+    for argv in (["export", str(tmp_path / "m")],
+                 ["profile", str(tmp_path / "m"), "--targets", str(tmp_path / "t.yaml")]):
+        done = subprocess.run([sys.executable, "-c", cli, *argv], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    card = read_card(tmp_path / "m")
+    assert card.latency["count"]["value"] == card.macs > 0

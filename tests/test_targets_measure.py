@@ -24,7 +24,6 @@ from bespoke.targets import (
     Target,
     device_profiler_help,
     estimate_peak_memory,
-    export_onnx,
     export_onnx_bytes,
     export_parts_for_device,
     get_runtime,
@@ -36,6 +35,7 @@ from bespoke.targets import (
     reference_value,
     resolve_budget,
     summarize,
+    write_onnx,
 )
 from bespoke.targets import device_profiler as profiler
 
@@ -172,7 +172,7 @@ def test_onnxruntime_measurement() -> None:
 
 
 def test_onnxruntime_measures_a_file_and_checks_its_batch(tmp_path: Path) -> None:
-    path = export_onnx(tiny_net(), (2, 3, RES, RES), tmp_path / "m.onnx")
+    path = write_onnx(tiny_net(), (2, 3, RES, RES), tmp_path / "m.onnx")
     result = measure_onnx(path, target_for("onnxruntime", batch=2))
     assert result.n == FAST["repeats"] and result.median > 0
     with pytest.raises(BespokeError, match="batch"):
@@ -251,7 +251,7 @@ def test_part_key_sees_structure_and_shape(tmp_path: Path) -> None:
     assert part_key(tiny_net(channels=16), shape) != key
     assert part_key(tiny_net(), (1, 3, 2 * RES, 2 * RES)) != key
     assert part_key(tiny_net(), (2, 3, RES, RES)).startswith(f"2x3x{RES}x{RES}_")
-    path = export_onnx(tiny_net(), shape, tmp_path / "p.onnx")
+    path = write_onnx(tiny_net(), shape, tmp_path / "p.onnx")
     assert part_key(path) == key
     with pytest.raises(BespokeError):
         part_key(tiny_net())  # a module needs its input shape
@@ -314,7 +314,7 @@ def test_device_profiler_reports_bad_input(tmp_path: Path) -> None:
         profile_parts_locally(tmp_path, tmp_path / "x.csv")
     assert profiler.main([str(tmp_path), "--out", str(tmp_path / "x.csv")]) == 1  # no parts
     (tmp_path / "broken.onnx").write_bytes(b"junk")
-    export_onnx(tiny_net(), (1, 3, 8, 8), tmp_path / "good.onnx")
+    write_onnx(tiny_net(), (1, 3, 8, 8), tmp_path / "good.onnx")
     assert profiler.main([str(tmp_path), "--repeats", "2", "--warmup", "0", "--out", str(tmp_path / "x.csv")]) == 1
     assert TableLookup(tmp_path / "x.csv").keys() == ["good"]  # the parts that worked are kept
 

@@ -8,7 +8,7 @@ import pytest
 from torch import nn
 
 from bespoke.errors import BespokeError
-from bespoke.targets import Target, export_onnx, measure_paired, time_alternating
+from bespoke.targets import Target, measure_paired, time_alternating, write_onnx
 
 
 def _net(width: int) -> nn.Module:
@@ -19,8 +19,8 @@ def _net(width: int) -> nn.Module:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("paired")
-    small = export_onnx(_net(4), (1, 3, 32, 32), root / "small.onnx")
-    big = export_onnx(_net(48), (1, 3, 32, 32), root / "big.onnx")
+    small = write_onnx(_net(4), (1, 3, 32, 32), root / "small.onnx")
+    big = write_onnx(_net(48), (1, 3, 32, 32), root / "big.onnx")
     return small, big
 
 

@@ -16,8 +16,8 @@ from bespoke.bench.measuring import REFERENCE_TRIES, measure_model_dir, measure_
 from bespoke.bench.preset import ENGINE_TEACHER
 from bespoke.bench.stages import StageLedger, StageRecord, run_model_stage
 from bespoke.errors import BespokeError
-from bespoke.export import ONNX, ModelCard, export_onnx_bytes, load_model_dir
-from bespoke.targets import Target, measure, measure_paired
+from bespoke.export import ONNX, ModelCard, load_model_dir
+from bespoke.targets import Target, export_onnx_bytes, measure, measure_paired
 from bespoke.targets.measure import image_shape
 
 
@@ -138,7 +138,7 @@ def _pruned_maker(ctx: BenchContext, get_teacher: Callable[[], Teacher], target:
         """The candidate's value; latency is timed alongside the teacher, on the scale the budget was set on."""
         if target.runtime != "onnxruntime":
             return measure(model, target, ctx.resolution).value
-        candidate = export_onnx_bytes(model, image_shape(target.batch, ctx.resolution))
+        candidate = export_onnx_bytes(model, image_shape(target.batch, ctx.resolution), dynamic_batch=True)
         return measure_paired(candidate, ctx.teacher_dirs[TEACHER] / ONNX, target,
                               reference_value=ctx.references[target.name]).value
 

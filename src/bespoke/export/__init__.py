@@ -15,7 +15,7 @@ from bespoke.export.model_dir import (
     update_card,
     write_card,
 )
-from bespoke.export.onnx_export import OPSET, export_onnx, export_onnx_bytes, onnx_max_abs_diff
+from bespoke.export.onnx_export import OPSET, export_onnx, onnx_max_abs_diff
 
 __all__ = [
     "CARD",
@@ -30,7 +30,6 @@ __all__ = [
     "count_macs",
     "count_params",
     "export_onnx",
-    "export_onnx_bytes",
     "load_model_dir",
     "onnx_max_abs_diff",
     "read_card",

@@ -17,14 +17,13 @@ from torch import nn
 
 from bespoke.data import DataSplits
 from bespoke.export import CARD, ONNX, PRED_REFERENCE, ModelCard, read_card, save_model_dir, update_card
-from bespoke.export import export_onnx_bytes as export_dynamic_onnx
 from bespoke.house import House, assemble_student, student_arch_config
 from bespoke.search.annealing import AnnealConfig
 from bespoke.search.build import build_house
 from bespoke.search.data import house_splits
 from bespoke.search.measure import measure_whole
 from bespoke.search.select import TargetSearch, search_target
-from bespoke.targets import Measurement, Target, load_targets, measure, measure_paired
+from bespoke.targets import Measurement, Target, export_onnx_bytes, load_targets, measure, measure_paired
 from bespoke.train import FinetuneConfig, FinetuneResult, finetune
 from bespoke.utils.atomic import write_json
 
@@ -109,8 +108,9 @@ def _measure_delivered(house: House, target: Target, student: nn.Module, out_dir
         return measure(student, target, house.resolution), measure_whole(house.teacher_model(), target,
                                                                          house.resolution)
     r = house.resolution
-    m = measure_paired(out_dir / ONNX, export_dynamic_onnx(house.teacher_model(), (1, 3, r, r)), target,
-                       reference_value=None)  # on the scale of the teacher timed alongside, now
+    teacher = export_onnx_bytes(house.teacher_model(), (1, 3, r, r), dynamic_batch=True)
+    # on the scale of the teacher timed alongside, now
+    m = measure_paired(out_dir / ONNX, teacher, target, reference_value=None)
     return m, float(m.details["reference_now_ms"])
 
 

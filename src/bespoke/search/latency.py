@@ -30,10 +30,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from bespoke.errors import BespokeError
-from bespoke.export import export_onnx_bytes
 from bespoke.house import House, assemble_student
 from bespoke.search.measure import AGGREGATE, measure_parts, measure_whole
-from bespoke.targets import Target, measure_paired
+from bespoke.targets import Target, export_onnx_bytes, measure_paired
 from bespoke.train import cpu_seconds
 from bespoke.utils.atomic import write_json
 from bespoke.utils.progress import make_progress
@@ -220,7 +219,7 @@ def _teacher_onnx(house: House, shape: tuple[int, ...]) -> bytes:
     check at delivery is timed against it)."""
     by_shape = _TEACHER_ONNX.setdefault(house, {})
     if shape not in by_shape:
-        by_shape[shape] = export_onnx_bytes(house.teacher_model(), shape)
+        by_shape[shape] = export_onnx_bytes(house.teacher_model(), shape, dynamic_batch=True)
     return by_shape[shape]
 
 
@@ -234,7 +233,7 @@ def measure_student(house: House, table: LatencyTable, target: Target, spans: di
     student = assemble_student(house, list(spans), modules)
     if target.runtime == "onnxruntime":  # the estimator every budget verdict uses: median of per-turn ratios
         shape = (1, 3, house.resolution, house.resolution)
-        m = measure_paired(export_onnx_bytes(student, shape), _teacher_onnx(house, shape), target,
+        m = measure_paired(export_onnx_bytes(student, shape, dynamic_batch=True), _teacher_onnx(house, shape), target,
                            reference_value=table.teacher)
         value, now = m.value, {"student": m.details["raw_median_ms"], "teacher": m.details["reference_now_ms"]}
     else:

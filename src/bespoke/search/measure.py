@@ -24,10 +24,9 @@ import torch
 from torch import nn
 
 from bespoke.errors import BespokeError
-from bespoke.export import export_onnx_bytes as export_dynamic_onnx
 from bespoke.targets import TableLookup, Target, estimate_peak_memory, measure, measure_onnx, time_runs
 from bespoke.targets.measure import eval_mode, random_input, torch_threads
-from bespoke.targets.onnx_io import export_onnx, export_onnx_bytes, overhead_onnx_bytes
+from bespoke.targets.onnx_io import export_onnx_bytes, overhead_onnx_bytes, write_onnx
 from bespoke.targets.paired import time_onnx
 from bespoke.utils.atomic import write_bytes
 
@@ -43,7 +42,7 @@ def measure_part(module: nn.Module, input_shape: Sequence[int], target: Target) 
     runtime = target.runtime
     if runtime in ("onnxruntime", "table"):
         with tempfile.TemporaryDirectory() as tmp:
-            path = export_onnx(module, shape, Path(tmp) / "part.onnx")
+            path = write_onnx(module, shape, Path(tmp) / "part.onnx")
             return measure_onnx(path, target).value
     if runtime == "torch":
         x = random_input(shape)
@@ -69,7 +68,7 @@ def measure_parts(parts: Mapping[str, PartSpec], target: Target, *, teacher: nn.
     if target.runtime != "onnxruntime":
         values = {k: measure_part(m, s, target) for k, (m, s) in parts.items()}
         return values, measure_whole(teacher, target, resolution), measure_call_overhead(target)
-    anchor = export_dynamic_onnx(teacher, (1, 3, resolution, resolution))
+    anchor = export_onnx_bytes(teacher, (1, 3, resolution, resolution), dynamic_batch=True)
     first = float(np.median(time_onnx(anchor, target)))
     overhead = float(np.median(time_onnx(overhead_onnx_bytes(), target.model_copy(update={"batch": 1}))))
     keys = list(parts)
@@ -114,7 +113,7 @@ def measure_whole(model: nn.Module, target: Target, resolution: int) -> float:
     if target.runtime == "onnxruntime":
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.onnx"
-            write_bytes(path, export_dynamic_onnx(model, (1, 3, resolution, resolution)))
+            write_bytes(path, export_onnx_bytes(model, (1, 3, resolution, resolution), dynamic_batch=True))
             return measure_onnx(path, target).value
     return measure(model, target, resolution).value
 

@@ -24,7 +24,6 @@ from bespoke.export import (
     CARD,
     PRED_REFERENCE,
     ModelCard,
-    export_onnx_bytes,
     read_card,
     save_model_dir,
     update_card,
@@ -50,7 +49,15 @@ from bespoke.supernet.report import write_report
 from bespoke.supernet.space import SubnetConfig
 from bespoke.supernet.static import StaticNet
 from bespoke.supernet.store import SupernetMeta, calibration_pool, load_supernet
-from bespoke.targets import Measurement, Target, load_targets, measure, measure_onnx, measure_paired
+from bespoke.targets import (
+    Measurement,
+    Target,
+    export_onnx_bytes,
+    load_targets,
+    measure,
+    measure_onnx,
+    measure_paired,
+)
 from bespoke.targets.measure import image_shape
 from bespoke.train import cpu_seconds
 from bespoke.utils.atomic import write_json
@@ -175,7 +182,8 @@ class _Context:
         if batch not in self._references:
             largest = self.net.space.largest()
             self._references[batch] = export_onnx_bytes(extract_subnet(self.net, largest),
-                                                         image_shape(batch, largest.resolution))
+                                                         image_shape(batch, largest.resolution),
+                                                         dynamic_batch=True)
         return self._references[batch]
 
 

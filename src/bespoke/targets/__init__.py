@@ -16,7 +16,7 @@ from bespoke.targets.device_export import (
 from bespoke.targets.device_profiler import CSV_COLUMNS, OVERHEAD_KEY
 from bespoke.targets.measure import Measurement, summarize, time_runs
 from bespoke.targets.memory import MemoryEstimate, estimate_peak_memory
-from bespoke.targets.onnx_io import export_onnx, export_onnx_bytes, part_key
+from bespoke.targets.onnx_io import OPSET, export_onnx_bytes, part_key, write_onnx
 from bespoke.targets.paired import measure_paired, time_alternating, time_onnx
 from bespoke.targets.runtimes import (
     RUNTIMES,
@@ -34,6 +34,7 @@ from bespoke.targets.table import TableLookup, TableRow
 __all__ = [
     "CSV_COLUMNS",
     "LATENCY_RUNTIMES",
+    "OPSET",
     "OVERHEAD_KEY",
     "RUNTIMES",
     "RUNTIME_NAMES",
@@ -48,7 +49,6 @@ __all__ = [
     "Target",
     "device_profiler_help",
     "estimate_peak_memory",
-    "export_onnx",
     "export_onnx_bytes",
     "export_parts_for_device",
     "get_runtime",
@@ -67,4 +67,5 @@ __all__ = [
     "time_alternating",
     "time_onnx",
     "time_runs",
+    "write_onnx",
 ]

@@ -51,14 +51,17 @@ _DATA_FIELDS = (
 )
 
 
-def export_onnx_bytes(model: nn.Module, input_shape: Sequence[int]) -> bytes:
-    """Export ``model`` (eval mode, CPU, fixed ``input_shape``) with the legacy exporter at opset 17.
+def export_onnx_bytes(model: nn.Module, input_shape: Sequence[int], *, dynamic_batch: bool = False) -> bytes:
+    """The one ONNX exporter: ``model`` in eval mode on CPU, legacy (TorchScript) exporter at opset 17.
 
-    Input is named ``input`` and the (first) output ``logits``. The caller's model keeps its mode and device.
+    Input is named ``input`` and the (first) output ``logits``; ``dynamic_batch`` makes their first axis symbolic
+    (model directories), else every shape is fixed at ``input_shape`` (parts and timing). The caller's model keeps
+    its mode and device. The result passes ``onnx.checker``.
     """
     shape = tuple(int(d) for d in input_shape)
     net = cpu_model(model)
     buffer = io.BytesIO()
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     with eval_mode(net), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notes
         try:
@@ -70,18 +73,21 @@ def export_onnx_bytes(model: nn.Module, input_shape: Sequence[int]) -> bytes:
                 opset_version=OPSET,
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
+                dynamic_axes=axes,
             )
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BespokeError(
-                f"cannot export {type(model).__name__} to ONNX at input shape {list(shape)}: {first}",
+                f"cannot export {type(model).__name__} to ONNX at input shape {list(shape)}: {first[:200]}",
                 "the model must be traceable by torch.onnx.export(dynamo=False, opset_version=17)",
-            ) from exc
-    return buffer.getvalue()
+            ) from None
+    data = buffer.getvalue()
+    onnx.checker.check_model(onnx.load_from_string(data))
+    return data
 
 
-def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | os.PathLike[str]) -> Path:
-    """Export like :func:`export_onnx_bytes` and write the file atomically; return its path."""
+def write_onnx(model: nn.Module, input_shape: Sequence[int], path: str | os.PathLike[str]) -> Path:
+    """Export like :func:`export_onnx_bytes` (fixed shape) and write the file atomically; return its path."""
     path = Path(path)
     write_bytes(path, export_onnx_bytes(model, input_shape))
     return path
