@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 import torch
@@ -134,3 +135,51 @@ def test_finetune_config_file_and_override(tmp_path, capsys):
     card = json.loads((tmp_path / "m" / "card.json").read_text())
     assert set(card["latency_ms"]) == {"ort1-0.7x", "ort1-0.5x", "ort1-0.35x"}
     assert all(v > 0 for v in card["latency_ms"].values())
+
+
+def test_block_engine_cli_api_and_bench_read_one_recipe(tmp_path, capsys, monkeypatch):
+    """`house build` / `search` (with and without --config) hand the engine the same BlockJob the API and the
+    benchmark build: partial retraining overrides keep DEFAULT_RETRAIN's other keys (flip, KD temperature)."""
+    import bespoke.search as search
+    from bespoke.search import DEFAULT_RETRAIN, BlockJob
+
+    seen: dict = {}
+
+    from types import SimpleNamespace
+
+    built = SimpleNamespace(index=SimpleNamespace(memory={}, cost_cpu_s={}, counts=dict))
+
+    monkeypatch.setattr(search, "build_house", lambda *a, **kw: seen.update(house=(a, kw)) or built)
+    monkeypatch.setattr(search, "search_and_deliver", lambda *a, **kw: seen.update(search=kw) or [])
+    monkeypatch.setattr("bespoke.cli.block.write_block_report", lambda out, dirs: out / "report.md")
+
+    code, _, err = run_cli(["house", "build", "--teacher", "t", "--data", "d", "--out", str(tmp_path / "h")], capsys)
+    assert code == 0, err
+    assert seen["house"][1] | {"targets": None} == {**BlockJob().house.build_kwargs(), "targets": None,
+                                                    "data": "d", "out": tmp_path / "h", "executor": ANY}
+    (tmp_path / "t.yaml").write_text("targets:\n  - {name: a, runtime: macs, budget: 0.5x}\n")
+    code, _, err = run_cli(["search", str(tmp_path / "h"), "--targets", str(tmp_path / "t.yaml"),
+                            "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    assert seen["search"]["retrain"] == DEFAULT_RETRAIN and DEFAULT_RETRAIN.augment == "flip"
+    assert seen["search"]["anneal_config"] == BlockJob().search.anneal
+
+    (tmp_path / "job.yaml").write_text("house: {size: 7, distill: {group_size: 3}}\nretrain: {epochs: 1}\n"
+                                       "search: {margin: 0.1}\nout: " + str(tmp_path / "o2") + "\n")
+    code, _, err = run_cli(["search", str(tmp_path / "h"), "--targets", str(tmp_path / "t.yaml"), "--config",
+                            str(tmp_path / "job.yaml"), "--lr", "0.002"], capsys)
+    assert code == 0, err
+    want = DEFAULT_RETRAIN.model_copy(update={"epochs": 1, "lr": 0.002})
+    assert seen["search"]["retrain"] == want and seen["search"]["margin"] == 0.1
+    assert seen["search"]["out"] == tmp_path / "o2"
+    bench_job = BlockJob.model_validate({"retrain": {"epochs": 1, "lr": 0.002}, "search": {"margin": 0.1}})
+    assert bench_job.retrain == want
+
+    code, _, err = run_cli(["house", "build", "--config", str(tmp_path / "job.yaml"), "--teacher", "t",
+                            "--data", "d"], capsys)
+    assert code == 0, err
+    kwargs = seen["house"][1]
+    assert kwargs["size"] == 7 and kwargs["distill"].group_size == 3 and kwargs["out"] == tmp_path / "o2"
+
+    code, _, err = run_cli(["house", "build", "--data", "d", "--out", str(tmp_path / "h")], capsys)
+    assert code == 2 and "--teacher is required" in err

@@ -10,9 +10,9 @@ imported when their stage runs: an engine that does not import makes only its ow
 
 Settings come from the preset's ``bespoke:`` / ``tofa:`` sections (keys checked by the preset):
 
-* ``bespoke``: ``teacher`` (``all`` | ``labelled``, default ``all``), ``donors``, ``size``, ``max_span``,
-  ``distill_steps``, ``seed``, ``anneal`` (AnnealConfig), ``retrain`` (FinetuneConfig) — see
-  ``bespoke.search.run_block_engine``;
+* ``bespoke``: ``teacher`` (``all`` | ``labelled``, default ``all``), ``house`` (HouseSettings), ``search``
+  (SearchSettings), ``retrain`` (overrides of DEFAULT_RETRAIN): the fields of ``bespoke.search.BlockJob``, the
+  recipe ``bespoke house build`` / ``bespoke search --config`` read too;
 * ``tofa``: ``teacher`` (default ``labelled``: the semi-supervised engine sees only the labelled share's
   labels), ``space`` (SpaceOptions), ``train`` (SupernetTrainConfig), ``select`` (SelectConfig).
 """
@@ -27,7 +27,6 @@ from bespoke.bench.engines import register_engine_stage
 from bespoke.errors import BespokeError
 from bespoke.export import CARD, read_card, update_card
 from bespoke.targets import Target
-from bespoke.train import FinetuneConfig
 
 
 def engine_targets(ctx: BenchContext) -> list[Target]:
@@ -69,15 +68,11 @@ def _delivered(out: Path, targets: list[Target], exc: BespokeError, ctx: BenchCo
 def block_engine_stage(ctx: BenchContext) -> list[Path]:
     """House + block distillation + annealing search + KD retraining, one model per target."""
     search = importlib.import_module("bespoke.search")
-    s = ctx.engine_settings("bespoke")
     teacher, labelled = _teacher(ctx, "bespoke")
-    kwargs = {k: s[k] for k in ("donors", "size", "max_span", "distill_steps", "seed") if k in s}
+    job = search.BlockJob.model_validate({k: v for k, v in ctx.engine_settings("bespoke").items() if k != "teacher"})
     targets, out = engine_targets(ctx), ctx.stage_dir("bespoke")
     try:
-        dirs = search.run_block_engine(
-            teacher, targets, data=ctx.splits, out=out,
-            anneal_config=search.AnnealConfig(**s["anneal"]) if "anneal" in s else None,
-            retrain=FinetuneConfig(**s["retrain"]) if "retrain" in s else None, **kwargs)
+        dirs = search.run_block_engine(teacher, targets, data=ctx.splits, out=out, job=job)
     except BespokeError as exc:  # a budget the house cannot reach: keep the targets already delivered
         dirs = _delivered(out, targets, exc, ctx)
     suffix = f" ({ctx.preset.data.label_fraction:.0%} labels teacher)" if labelled else ""

@@ -22,7 +22,7 @@ _Strict = ConfigDict(extra="forbid")
 
 #: keys of the engine sections (their nested recipes are validated by the engines when their stage runs)
 ENGINE_KEYS: dict[str, frozenset[str]] = {
-    "bespoke": frozenset({"teacher", "donors", "size", "max_span", "distill_steps", "seed", "anneal", "retrain"}),
+    "bespoke": frozenset({"teacher", "house", "search", "retrain"}),
     "tofa": frozenset({"teacher", "space", "train", "select"}),
 }
 #: which teacher each engine distils from when its section does not say (``all`` or ``labelled`` labels)

@@ -41,28 +41,25 @@ def resolve(model_cls: type[M], ctx: Any, config: Path | None, cli: dict[str, An
     """Build ``model_cls`` from defaults < YAML ``config`` < options given on the command line.
 
     ``cli`` maps option names (python identifiers) to their values; ``nested`` maps an option name to the
-    sub-model field that holds it (e.g. ``{"epochs": "train"}``).
+    sub-model field that holds it, dotted for deeper ones (e.g. ``{"epochs": "train", "group_size":
+    "house.distill"}``); ``cli``'s key may differ from the field's name as ``{"seed": "search.anneal:seed"}``.
     """
     nested = nested or {}
     data: dict[str, Any] = read_yaml(config) if config else {}
     data = {k.replace("-", "_"): v for k, v in data.items()}
-    for section in set(nested.values()):
-        if section in data and data[section] is None:  # `train:` with nothing under it
-            data[section] = {}
-        if section in data and not isinstance(data[section], dict):
-            raise BespokeError(f"option {section} must be a mapping of option: value, got {data[section]!r:.60}",
-                               f"write e.g. `{section}: {{...}}` or set its options at the top level")
-    for name, section in nested.items():  # a flat YAML key may name a nested option, as on the command line
+    for name, where in nested.items():  # a flat YAML key may name a nested option, as on the command line
+        section, field = _place(where, name)
         if name in data:
-            data.setdefault(section, {})[name] = data.pop(name)
+            _section(data, section)[field] = data.pop(name)
     for name, value in cli.items():
         # typer vendors its own click: compare the source by name, not against click's enum
         source = ctx.get_parameter_source(name)
         explicit = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
         if name in nested:
-            section = data.setdefault(nested[name], {})
-            if explicit or name not in section:
-                section[name] = value
+            section, field = _place(nested[name], name)
+            holder = _section(data, section)
+            if explicit or field not in holder:
+                holder[field] = value
         elif explicit or name not in data:
             data[name] = value
     try:
@@ -72,3 +69,22 @@ def resolve(model_cls: type[M], ctx: Any, config: Path | None, cli: dict[str, An
         where = ".".join(str(p) for p in err["loc"])
         message = " ".join(str(err["msg"]).split())  # one line, whatever a validator wrote
         raise BespokeError(f"invalid option {where}: {message}", "see --help") from None
+
+
+def _place(where: str, name: str) -> tuple[str, str]:
+    """``"a.b:field"`` -> (``"a.b"``, ``"field"``); without ``:`` the field is the option's own name."""
+    section, _, field = where.partition(":")
+    return section, field or name
+
+
+def _section(data: dict[str, Any], dotted: str) -> dict[str, Any]:
+    """The mapping at ``dotted`` inside ``data`` (created where missing), or one clear error."""
+    holder = data
+    for part in dotted.split("."):
+        if holder.get(part) is None:  # `train:` with nothing under it
+            holder[part] = {}
+        if not isinstance(holder[part], dict):
+            raise BespokeError(f"option {dotted} must be a mapping of option: value, got {holder[part]!r:.60}",
+                               f"write e.g. `{part}: {{...}}` or set its options at the top level")
+        holder = holder[part]
+    return holder

@@ -8,13 +8,16 @@ Step by step from a notebook::
     student, result = retrain_student(house, found.alternatives, out_dir="runs/work/cpu1")
     card = deliver(house, target, found, student, result, "runs/students/cpu1")
 
-or all targets at once: ``search_and_deliver(house, "targets.yaml", out="runs/students")``.
+or all targets at once: ``search_and_deliver(house, "targets.yaml", out="runs/students")``; the whole engine from
+one typed recipe (the one ``bespoke house build`` / ``search --config`` and the benchmark read):
+``run_block_engine("runs/ft-lite2", "targets.yaml", data="fashion-mnist", out="runs/block", job=BlockJob())``.
 """
 
 from bespoke.search.annealing import AnnealConfig, Candidate, Problem, SearchResult, anneal, check_feasible
 from bespoke.search.build import DEFAULT_DONORS, build_house, distill_pending
-from bespoke.search.deliver import DEFAULT_RETRAIN, deliver, retrain_student, run_block_engine, search_and_deliver
+from bespoke.search.deliver import deliver, retrain_student, run_block_engine, search_and_deliver
 from bespoke.search.estimator import AccuracyEstimator, Estimate
+from bespoke.search.job import DEFAULT_RETRAIN, BlockJob, HouseSettings, SearchSettings, retrain_recipe
 from bespoke.search.latency import LatencyTable, build_latency_table, export_house_parts, load_table
 from bespoke.search.measure import measure_call_overhead, measure_part, measure_whole
 from bespoke.search.select import TargetSearch, make_problem, search_target
@@ -24,11 +27,14 @@ __all__ = [
     "DEFAULT_RETRAIN",
     "AccuracyEstimator",
     "AnnealConfig",
+    "BlockJob",
     "Candidate",
     "Estimate",
+    "HouseSettings",
     "LatencyTable",
     "Problem",
     "SearchResult",
+    "SearchSettings",
     "TargetSearch",
     "anneal",
     "build_house",
@@ -42,6 +48,7 @@ __all__ = [
     "measure_call_overhead",
     "measure_part",
     "measure_whole",
+    "retrain_recipe",
     "retrain_student",
     "run_block_engine",
     "search_and_deliver",

@@ -21,6 +21,7 @@ from bespoke.house import House, assemble_student, student_arch_config
 from bespoke.search.annealing import AnnealConfig
 from bespoke.search.build import build_house
 from bespoke.search.data import house_splits
+from bespoke.search.job import BlockJob, retrain_recipe
 from bespoke.search.measure import measure_whole
 from bespoke.search.select import TargetSearch, search_target
 from bespoke.targets import Measurement, Target, export_onnx_bytes, load_targets, measure, measure_paired
@@ -29,22 +30,20 @@ from bespoke.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
 WORK_DIR = ".work"
-# Short KD retraining: flip only and light decay (on Lite0 for 3 epochs, flip + shift with decay 0.05 cost 1.2 points).
-# Peak lr 1e-3: the reference benchmark's 0.5x student (Fashion-MNIST, 64 px) reached 0.9198 vs 0.9148 with 5e-4.
-DEFAULT_RETRAIN = FinetuneConfig(epochs=3, lr=1e-3, kd_weight=0.7, kd_temperature=4.0, weight_decay=0.01,
-                                 augment="flip")
 
 
 def retrain_student(house: House, alternatives: Sequence[str], *, data: DataSplits | str | None = None,
-                    out_dir: str | Path, config: FinetuneConfig | None = None) -> tuple[nn.Module, FinetuneResult]:
+                    out_dir: str | Path, config: FinetuneConfig | dict[str, Any] | None = None
+                    ) -> tuple[nn.Module, FinetuneResult]:
     """Assemble the student and fine-tune it (cross-entropy + KD from the house's teacher). Resumable.
 
+    ``config``: the recipe, or overrides of :data:`DEFAULT_RETRAIN` (a partial mapping keeps its other keys).
     The result's accuracy is top-1 on the test split.
     """
     splits = house_splits(house, data)
     student = assemble_student(house, list(alternatives))
     meta = house.meta.teacher
-    result = finetune(student, splits.train, splits.test, config or DEFAULT_RETRAIN, mean=meta.mean, std=meta.std,
+    result = finetune(student, splits.train, splits.test, retrain_recipe(config), mean=meta.mean, std=meta.std,
                       out_dir=out_dir, teacher=house.teacher_model(), stage="retrain")
     return student.eval(), result
 
@@ -116,8 +115,8 @@ def _measure_delivered(house: House, target: Target, student: nn.Module, out_dir
 
 def search_and_deliver(house: House | str | Path, targets: Sequence[Target] | str | Path, *, out: str | Path,
                        data: DataSplits | str | None = None, anneal_config: AnnealConfig | None = None,
-                       retrain: FinetuneConfig | None = None, eval_images: int = 256, margin: float = 0.05
-                       ) -> list[ModelCard]:
+                       retrain: FinetuneConfig | dict[str, Any] | None = None, eval_images: int = 256,
+                       margin: float = 0.05) -> list[ModelCard]:
     """For every target: search, retrain with KD, export to ``out/<target>/``. Returns the cards."""
     house = house if isinstance(house, House) else House.open(house)
     targets = load_targets(targets) if isinstance(targets, (str, Path)) else list(targets)
@@ -146,18 +145,17 @@ def search_and_deliver(house: House | str | Path, targets: Sequence[Target] | st
 
 
 def run_block_engine(teacher: str | Path, targets: Sequence[Target] | str | Path, *, data: DataSplits | str,
-                     out: str | Path, donors: Sequence[str] = ("efficientnet_lite0", "mobilenet_v2"),
-                     size: int = 100, max_span: int = 3, distill_steps: int = 200, seed: int = 0,
-                     train_limit: int | None = None, test_limit: int | None = None,
-                     anneal_config: AnnealConfig | None = None, retrain: FinetuneConfig | None = None) -> list[Path]:
+                     out: str | Path, job: BlockJob | None = None) -> list[Path]:
     """The whole block engine: house in ``out/house``, one model directory per target in ``out/<target>``.
 
-    What an engine stage of ``bespoke demo`` calls; resumable like its parts.
+    ``job`` holds the house, search and retraining settings (default: :class:`BlockJob`'s); its ``teacher`` /
+    ``data`` / ``out`` are not used here (the arguments are). What an engine stage of ``bespoke demo`` and
+    ``bespoke bench`` calls; resumable like its parts.
     """
+    job = job or BlockJob()
     targets = load_targets(targets) if isinstance(targets, (str, Path)) else list(targets)
-    house = build_house(teacher, donors=list(donors), data=data, out=Path(out) / "house", targets=targets,
-                        size=size, max_span=max_span, distill_steps=distill_steps, seed=seed,
-                        train_limit=train_limit, test_limit=test_limit)
+    house = build_house(teacher, data=data, out=Path(out) / "house", targets=targets, **job.house.build_kwargs())
     cards = search_and_deliver(house, targets, out=out, data=data if isinstance(data, DataSplits) else None,
-                               anneal_config=anneal_config, retrain=retrain)
+                               anneal_config=job.search.anneal, eval_images=job.search.eval_images,
+                               margin=job.search.margin, retrain=job.retrain)
     return [Path(out) / str(card.target) for card in cards]
