@@ -202,7 +202,7 @@ def test_sample_collection_resumes_and_counts_the_cost_of_every_attempt(tmp_path
         calls.append(cfg.key())
         if len(calls) == 5:
             raise KeyboardInterrupt
-        sum(i * i for i in range(200_000))  # some CPU time to count
+        sum(i * i for i in range(1_000_000))  # some CPU time to count (tens of ms)
         return 0.5
 
     with pytest.raises(KeyboardInterrupt):

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from bespoke import targets
 from bespoke.errors import BespokeError
 from bespoke.export.builders import build_arch
 from bespoke.export.card import ModelCard
@@ -26,22 +27,8 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, resolution: int) -> int:
-    """Multiply-accumulates of one 3×R×R image (fvcore counts one fused multiply-add as one 'flop')."""
-    import warnings
-
-    import torch
-    from fvcore.nn import FlopCountAnalysis
-
-    was_training = model.training
-    model.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fvcore's jit tracing warns on every call
-        fca = FlopCountAnalysis(model, torch.zeros(1, 3, resolution, resolution))
-        fca.unsupported_ops_warnings(False)
-        fca.uncalled_modules_warnings(False)
-        total = int(fca.total())
-    model.train(was_training)
-    return total
+    """Multiply-accumulates of one 3×R×R image (:func:`bespoke.targets.count_macs`, fvcore)."""
+    return targets.count_macs(model, (1, 3, resolution, resolution))[0]
 
 
 def save_model_dir(directory: str | Path, model: nn.Module, card: ModelCard, *, tolerance: float = 1e-4

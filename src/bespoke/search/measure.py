@@ -15,18 +15,14 @@ torch times the module at that shape.
 from __future__ import annotations
 
 import tempfile
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
-from bespoke.errors import BespokeError
-from bespoke.targets import TableLookup, Target, estimate_peak_memory, measure, measure_onnx, time_runs
-from bespoke.targets.measure import eval_mode, random_input, torch_threads
-from bespoke.targets.onnx_io import export_onnx_bytes, overhead_onnx_bytes, write_onnx
+from bespoke.targets import TableLookup, Target, measure, measure_onnx, measure_shape
+from bespoke.targets.onnx_io import export_onnx_bytes, overhead_onnx_bytes
 from bespoke.targets.paired import time_onnx
 from bespoke.utils.atomic import write_bytes
 
@@ -38,24 +34,7 @@ PartSpec = tuple[nn.Module, Sequence[int]]  # module, input shape without batch
 
 def measure_part(module: nn.Module, input_shape: Sequence[int], target: Target) -> float:
     """Value of ``module`` on ``target`` for one input of ``input_shape`` (no batch dimension), alone."""
-    shape = (target.batch, *[int(d) for d in input_shape])
-    runtime = target.runtime
-    if runtime in ("onnxruntime", "table"):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = write_onnx(module, shape, Path(tmp) / "part.onnx")
-            return measure_onnx(path, target).value
-    if runtime == "torch":
-        x = random_input(shape)
-        with torch_threads(target.threads), eval_mode(module), torch.inference_mode():
-            samples = time_runs(lambda: module(x), target.warmup, target.repeats)
-        return float(np.median(samples))
-    if runtime == "macs":
-        return float(count_macs(module, (1, *shape[1:])))
-    if runtime == "params":
-        return float(sum(p.numel() for p in module.parameters()))
-    if runtime == "memory":
-        return float(estimate_peak_memory(module, shape).peak_bytes)
-    raise BespokeError(f"cannot measure parts on runtime {runtime!r}")
+    return measure_shape(module, target, (target.batch, *[int(d) for d in input_shape])).value
 
 
 def measure_parts(parts: Mapping[str, PartSpec], target: Target, *, teacher: nn.Module, resolution: int,
@@ -116,15 +95,3 @@ def measure_whole(model: nn.Module, target: Target, resolution: int) -> float:
             write_bytes(path, export_onnx_bytes(model, (1, 3, resolution, resolution), dynamic_batch=True))
             return measure_onnx(path, target).value
     return measure(model, target, resolution).value
-
-
-def count_macs(module: nn.Module, shape: Sequence[int]) -> int:
-    """fvcore multiply-accumulates of ``module`` on one input of ``shape`` (batch included)."""
-    from fvcore.nn import FlopCountAnalysis
-
-    with eval_mode(module), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        analysis = FlopCountAnalysis(module, (random_input(shape),))
-        analysis.unsupported_ops_warnings(False)
-        analysis.uncalled_modules_warnings(False)
-        return int(analysis.total())

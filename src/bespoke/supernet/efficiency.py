@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from bespoke.errors import BespokeError
@@ -36,10 +35,10 @@ from bespoke.targets import (
     export_parts_for_device,
     measure,
     measure_paired,
+    measure_shape,
     part_key,
 )
-from bespoke.targets import device_profiler as protocol
-from bespoke.targets.measure import eval_mode, image_shape, random_input, time_runs, torch_threads
+from bespoke.targets.measure import image_shape
 from bespoke.train import cpu_seconds
 from bespoke.utils.atomic import write_json
 from bespoke.utils.progress import make_progress
@@ -88,32 +87,7 @@ def enumerate_parts(max_spec: NetSpec, space: SearchSpace, batch: int
 
 def _measure_part(module: nn.Module, shape: tuple[int, ...], target: Target) -> float:
     """One part's cost with the target's protocol (ms for latency runtimes, a count otherwise)."""
-    module = module.eval()
-    if target.runtime == "onnxruntime":
-        session = protocol.make_session(export_onnx_bytes(module, shape), target.threads, target.opt_level)
-        return protocol.profile_session(session, target.batch, target.warmup, target.repeats)["median"]
-    if target.runtime == "torch":
-        x = random_input(shape)
-        with torch_threads(target.threads), eval_mode(module), torch.inference_mode():
-            return protocol.summarize(time_runs(lambda: module(x), target.warmup, target.repeats))["median"]
-    if target.runtime == "params":
-        return float(sum(p.numel() for p in module.parameters()))
-    if target.runtime == "macs":
-        import warnings
-
-        from fvcore.nn import FlopCountAnalysis
-
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            analysis = FlopCountAnalysis(module, (random_input((1, *shape[1:])),))
-            analysis.unsupported_ops_warnings(False)
-            analysis.uncalled_modules_warnings(False)
-            return float(analysis.total())
-    if target.runtime == "memory":
-        from bespoke.targets import estimate_peak_memory
-
-        return float(estimate_peak_memory(module, shape).peak_bytes)
-    raise BespokeError(f"runtime {target.runtime!r} has no part measurement")  # pragma: no cover
+    return measure_shape(module.eval(), target, shape).value
 
 
 @dataclass

@@ -186,7 +186,7 @@ def collect_samples(cfgs: Sequence[SubnetConfig], measure: Callable[[SubnetConfi
             cpu0 = cpu_seconds()
             acc = measure(cfg)
             row = {"key": cfg.key(), "config": cfg.to_dict(), "accuracy": acc,
-                   "cpu_s": round(cpu_seconds() - cpu0, 2)}
+                   "cpu_s": round(cpu_seconds() - cpu0, 4)}
             done[cfg.key()] = row
             rows.append(row)
             write_json(cache, rows)  # seconds per sample against milliseconds per write: lose none on a stop

@@ -21,10 +21,12 @@ from bespoke.targets.paired import measure_paired, time_alternating, time_onnx
 from bespoke.targets.runtimes import (
     RUNTIMES,
     Measurer,
+    count_macs,
     get_runtime,
     list_runtimes,
     measure,
     measure_onnx,
+    measure_shape,
     reference_value,
     resolve_budget,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "TableLookup",
     "TableRow",
     "Target",
+    "count_macs",
     "device_profiler_help",
     "estimate_peak_memory",
     "export_onnx_bytes",
@@ -57,6 +60,7 @@ __all__ = [
     "measure",
     "measure_onnx",
     "measure_paired",
+    "measure_shape",
     "part_key",
     "profile_parts_locally",
     "profiler_source",

@@ -50,14 +50,40 @@ with warnings.catch_warnings():  # fvcore.nn scripts a loss at import time; torc
 
 @runtime_checkable
 class Measurer(Protocol):
-    """How one runtime measures a module (and, where it can, an ONNX file)."""
+    """How one runtime measures a module at an input shape (and, where it can, an ONNX file).
+
+    ``measure_shape`` takes any input shape, batch first (a whole model's images, or a part's activations);
+    ``measure_module`` is the whole-image case, ``target.batch`` images of ``resolution`` pixels.
+    """
 
     name: str
     unit: str
 
+    def measure_shape(self, model: nn.Module, target: Target, shape: tuple[int, ...]) -> Measurement: ...
+
     def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement: ...
 
     def measure_onnx(self, path: str | os.PathLike[str], target: Target) -> Measurement: ...
+
+
+def count_macs(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, dict[str, int]]:
+    """fvcore's multiply-accumulates of ``model`` on one input of ``shape`` (one fused multiply-add = 1), and the
+    ops it could not count. The one MAC counter of the package (thop and Torch-Pruning's counter miss the static
+    SAME-padding convolution)."""
+    net = cpu_model(model)
+    with eval_mode(net), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fvcore's jit tracing warns on every call
+        analysis = FlopCountAnalysis(net, (random_input(shape),))
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
+        return int(analysis.total()), dict(analysis.unsupported_ops())
+
+
+class _ImageInput:
+    """``measure_module`` as ``measure_shape`` on ``target.batch`` images."""
+
+    def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
+        return self.measure_shape(model, target, image_shape(target.batch, resolution))  # type: ignore[attr-defined]
 
 
 def _no_onnx(name: str) -> BespokeError:
@@ -67,12 +93,11 @@ def _no_onnx(name: str) -> BespokeError:
     )
 
 
-class OnnxRuntimeMeasurer:
+class OnnxRuntimeMeasurer(_ImageInput):
     name = "onnxruntime"
     unit = "ms"
 
-    def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
-        shape = image_shape(target.batch, resolution)
+    def measure_shape(self, model: nn.Module, target: Target, shape: tuple[int, ...]) -> Measurement:
         source = f"{type(model).__name__} (exported)"
         return self._measure(export_onnx_bytes(model, shape), target, source=source)
 
@@ -108,12 +133,11 @@ class OnnxRuntimeMeasurer:
         })
 
 
-class TorchMeasurer:
+class TorchMeasurer(_ImageInput):
     name = "torch"
     unit = "ms"
 
-    def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
-        shape = image_shape(target.batch, resolution)
+    def measure_shape(self, model: nn.Module, target: Target, shape: tuple[int, ...]) -> Measurement:
         net = cpu_model(model)
         x = random_input(shape)
         with torch_threads(target.threads), eval_mode(net), torch.inference_mode():
@@ -130,12 +154,11 @@ class TorchMeasurer:
         raise _no_onnx(self.name)
 
 
-class TableMeasurer:
+class TableMeasurer(_ImageInput):
     name = "table"
     unit = "ms"
 
-    def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
-        shape = image_shape(target.batch, resolution)
+    def measure_shape(self, model: nn.Module, target: Target, shape: tuple[int, ...]) -> Measurement:
         return self._lookup(part_key(model, shape), target, what=f"{type(model).__name__} at {list(shape)}")
 
     def measure_onnx(self, path: str | os.PathLike[str], target: Target) -> Measurement:
@@ -159,19 +182,15 @@ class TableMeasurer:
         return found
 
 
-class MacsMeasurer:
+class MacsMeasurer(_ImageInput):
+    """Counts per input (batch 1, whatever the target's batch)."""
+
     name = "macs"
     unit = "MACs"
 
-    def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
-        shape = image_shape(1, resolution)
-        net = cpu_model(model)
-        with eval_mode(net), torch.no_grad():
-            analysis = FlopCountAnalysis(net, (random_input(shape),))
-            analysis.unsupported_ops_warnings(False)
-            analysis.uncalled_modules_warnings(False)
-            total = analysis.total()
-            skipped = dict(analysis.unsupported_ops())
+    def measure_shape(self, model: nn.Module, target: Target, shape: tuple[int, ...]) -> Measurement:
+        shape = (1, *shape[1:])
+        total, skipped = count_macs(model, shape)
         return Measurement.exact(total, unit=self.unit, runtime=self.name, details={
             "input_shape": list(shape),
             "counter": "fvcore (one fused multiply-add = 1; elementwise ops not counted)",
@@ -182,11 +201,11 @@ class MacsMeasurer:
         raise _no_onnx(self.name)
 
 
-class ParamsMeasurer:
+class ParamsMeasurer(_ImageInput):
     name = "params"
     unit = "params"
 
-    def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
+    def measure_shape(self, model: nn.Module, target: Target, shape: tuple[int, ...]) -> Measurement:
         count = sum(p.numel() for p in model.parameters())
         return Measurement.exact(count, unit=self.unit, runtime=self.name)
 
@@ -194,12 +213,11 @@ class ParamsMeasurer:
         raise _no_onnx(self.name)
 
 
-class MemoryMeasurer:
+class MemoryMeasurer(_ImageInput):
     name = "memory"
     unit = "bytes"
 
-    def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
-        shape = image_shape(target.batch, resolution)
+    def measure_shape(self, model: nn.Module, target: Target, shape: tuple[int, ...]) -> Measurement:
         est = estimate_peak_memory(model, shape)
         return Measurement.exact(est.peak_bytes, unit=self.unit, runtime=self.name, details={
             "input_shape": list(shape),
@@ -236,6 +254,11 @@ def get_runtime(name: str) -> Measurer:
 def measure(model: nn.Module, target: Target, resolution: int) -> Measurement:
     """Measure ``model`` on ``target`` at input resolution ``resolution`` (batch = ``target.batch``)."""
     return get_runtime(target.runtime).measure_module(model, target, resolution)
+
+
+def measure_shape(model: nn.Module, target: Target, shape: tuple[int, ...]) -> Measurement:
+    """Measure ``model`` on ``target`` for one input of ``shape`` (batch first): a part of a network alone."""
+    return get_runtime(target.runtime).measure_shape(model, target, tuple(int(d) for d in shape))
 
 
 def measure_onnx(path: str | os.PathLike[str], target: Target) -> Measurement:
