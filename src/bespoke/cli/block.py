@@ -73,6 +73,7 @@ def build_command(
 
 
 def search_command(
+    ctx: typer.Context,
     house: Annotated[Path, typer.Argument(help="house directory (bespoke house build --out)")],
     targets: Annotated[Path, typer.Option(help="targets YAML")],
     out: Annotated[Path, typer.Option(help="output folder: one model directory per target")],
@@ -86,10 +87,12 @@ def search_command(
     seed: Annotated[int, typer.Option(help="seed of the search")] = 0,
 ) -> None:
     """Search a house for every target, retrain each student with KD, export OUT/<target>/ + report.md."""
+    from bespoke.cli.config import resolve
     from bespoke.search import AnnealConfig, search_and_deliver
     from bespoke.train import FinetuneConfig
 
-    retrain = FinetuneConfig(epochs=epochs, lr=lr, kd_weight=kd_weight, weight_decay=0.01, seed=seed)
+    retrain = resolve(FinetuneConfig, ctx, None, {"epochs": epochs, "lr": lr, "kd_weight": kd_weight,
+                                                  "weight_decay": 0.01, "seed": seed})
     cards = search_and_deliver(house, targets, out=out, data=data, eval_images=eval_images, margin=margin,
                                anneal_config=AnnealConfig(iterations=iterations, seed=seed), retrain=retrain)
     for card in cards:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from pathlib import Path
 
@@ -39,7 +40,11 @@ def export_onnx_bytes(model: nn.Module, input_shape: tuple[int, ...], *, dynamic
 
 def onnx_max_abs_diff(model: nn.Module, onnx_model: bytes | str | Path, input_shape: tuple[int, ...], *,
                       samples: int = 2, seed: int = 0) -> float:
-    """Largest |ORT − PyTorch| over ``samples`` random inputs (batch of 2 each)."""
+    """Largest |ORT − PyTorch| over ``samples`` random inputs (batch of 2 each).
+
+    NaN when either output holds a NaN or inf anywhere: such a model is never faithful, whatever the difference of
+    its finite values (``max`` would silently skip a NaN difference).
+    """
     import onnxruntime as ort
 
     source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
@@ -54,20 +59,46 @@ def onnx_max_abs_diff(model: nn.Module, onnx_model: bytes | str | Path, input_sh
         with torch.inference_mode():
             ref = model(x).numpy()
         out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        if not (np.isfinite(ref).all() and np.isfinite(out).all()):
+            return math.nan
         worst = max(worst, float(np.abs(out - ref).max()))
     return worst
+
+
+def check_tolerance(tolerance: float) -> None:
+    """Refuse a verification tolerance that no export could honestly pass (0, negative) or that passes anything
+    (inf, NaN)."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or not math.isfinite(tolerance) \
+            or tolerance <= 0:
+        raise BespokeError(f"tolerance must be a finite number > 0, got {tolerance!r}",
+                           "use e.g. --tolerance 1e-4 (the default)")
+
+
+def verified_onnx_bytes(model: nn.Module, input_shape: tuple[int, ...], *, tolerance: float = 1e-4
+                        ) -> tuple[bytes, float]:
+    """Serialise ``model`` to ONNX and verify it: ONNX Runtime must reproduce PyTorch within ``tolerance``.
+
+    Returns the ONNX bytes and the max abs difference; nothing is written anywhere.
+    """
+    check_tolerance(tolerance)
+    data = export_onnx_bytes(model, input_shape)
+    diff = onnx_max_abs_diff(model, data, input_shape)
+    if math.isnan(diff):
+        raise BespokeError("the model's output holds NaN or inf on random inputs",
+                           "the weights are broken (diverged training?); train again with a lower learning rate")
+    if not diff <= tolerance:
+        raise BespokeError(f"ONNX Runtime output differs from PyTorch by {diff:.3g} (> {tolerance:g})",
+                           "the exported graph is not faithful; report this model")
+    return data, diff
 
 
 def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...], *,
                 tolerance: float = 1e-4) -> float:
     """Export ``model`` to ``path`` (atomically) and return the verified max abs difference ORT vs PyTorch.
 
-    Raises :class:`BespokeError` when the difference exceeds ``tolerance``; nothing is written then.
+    Raises :class:`BespokeError` when the difference exceeds ``tolerance`` (or an output is not finite); nothing
+    is written then.
     """
-    data = export_onnx_bytes(model, input_shape)
-    diff = onnx_max_abs_diff(model, data, input_shape)
-    if not diff <= tolerance:
-        raise BespokeError(f"ONNX Runtime output differs from PyTorch by {diff:.3g} (> {tolerance:g})",
-                           "the exported graph is not faithful; report this model")
+    data, diff = verified_onnx_bytes(model, input_shape, tolerance=tolerance)
     write_bytes(path, data)
     return diff
