@@ -15,7 +15,7 @@ from torch import nn
 from bespoke.errors import BespokeError
 from bespoke.export.builders import build_arch
 from bespoke.export.card import CARD_FORMAT, ModelCard
-from bespoke.export.onnx_export import OPSET, check_tolerance, verified_onnx_bytes
+from bespoke.export.onnx_export import OPSET, verified_onnx_bytes
 from bespoke.utils.atomic import replace_files, safetensors_bytes, write_bytes
 from bespoke.zoo import apply_state_dict, load_state_dict
 
@@ -59,7 +59,6 @@ def save_model_dir(directory: str | Path, model: nn.Module, card: ModelCard, *, 
     """
     from bespoke import __version__
 
-    check_tolerance(tolerance)
     directory = Path(directory)
     model = model.eval().cpu()
     state = model.state_dict()
