@@ -163,6 +163,19 @@ def card_num_classes_huge(good, data, tmp, mp):
 
 
 @case
+def card_field_only_resolution_huge(good, data, tmp, mp):
+    directory = copy_good(good, tmp, resolution=100000)
+    return ["export", str(directory)], ("not a valid model card (resolution: Input should be less than or equal to "
+                                        "4096)",)
+
+
+@case
+def card_field_only_num_classes_huge(good, data, tmp, mp):
+    directory = copy_good(good, tmp, num_classes=1e9)
+    return ["export", str(directory)], ("not a valid model card (num_classes:", "less than or equal to 100000")
+
+
+@case
 def card_recipe_only_resolution_huge(good, data, tmp, mp):
     directory = copy_good(good, tmp, arch_config={"resolution": 100000})
     (tmp / "t.yaml").write_text("targets:\n  - {name: p, runtime: params}\n")
