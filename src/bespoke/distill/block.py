@@ -35,9 +35,9 @@ from bespoke.utils.progress import make_progress
 
 
 class DistillConfig(BaseModel):
-    """Settings of block distillation. Unknown keys are rejected."""
+    """Settings of block distillation. Unknown keys are rejected, and so are NaN and inf."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     steps: int = Field(200, ge=1, description="optimiser steps per alternative")
     batch_size: int = Field(32, ge=1)

@@ -9,17 +9,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from bespoke import targets
 from bespoke.errors import BespokeError
 from bespoke.export.builders import build_arch
-from bespoke.export.card import ModelCard
-from bespoke.export.onnx_export import OPSET, export_onnx
-from bespoke.utils.atomic import save_safetensors, write_text
+from bespoke.export.card import CARD_FORMAT, ModelCard
+from bespoke.export.onnx_export import OPSET, verified_onnx_bytes
+from bespoke.targets.measure import cpu_model
+from bespoke.utils.atomic import replace_files, safetensors_bytes, write_bytes
 from bespoke.zoo import apply_state_dict, load_state_dict
 
 WEIGHTS, ONNX, CARD, CARD_MD = "model.safetensors", "model.onnx", "card.json", "card.md"
+
+#: Files that mark a folder as another kind of bespoke output (the supernet's weights and completion marker, the
+#: model house's definition); their owners sit above this layer, hence the names here.
+OTHER_OUTPUTS = {"supernet.json": "a trained supernet", "supernet.safetensors": "a supernet",
+                 "house.json": "a model house"}
 
 
 def count_params(model: nn.Module) -> int:
@@ -33,28 +40,75 @@ def count_macs(model: nn.Module, resolution: int) -> int:
 
 def save_model_dir(directory: str | Path, model: nn.Module, card: ModelCard, *, tolerance: float = 1e-4
                    ) -> ModelCard:
-    """Write weights, verified ONNX and the card (params, MACs, ONNX diff filled in); returns the final card."""
+    """Write weights, verified ONNX and the card (params, MACs, ONNX diff filled in); returns the final card.
+
+    Check before replace: the weights must be finite and the ONNX export must pass verification before any file of
+    ``directory`` is touched, and the new files replace the old ones together (:func:`replace_files`), so a failed
+    (re-)export leaves an earlier model directory exactly as it was.
+    """
     from bespoke import __version__
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / CARD).unlink(missing_ok=True)  # the directory is incomplete until the new card lands
-    model = model.eval().cpu()
+    net = cpu_model(model)  # the caller's model keeps its device and mode
+    state = net.state_dict()
+    check_finite_weights(state)
     shape = (1, 3, card.resolution, card.resolution)
-    diff = export_onnx(model, directory / ONNX, shape, tolerance=tolerance)
-    save_safetensors(model.state_dict(), directory / WEIGHTS, metadata={"arch": card.arch, "engine": card.engine})
+    onnx_bytes, diff = verified_onnx_bytes(net, shape, tolerance=tolerance)
     card = card.model_copy(update={
-        "params": count_params(model), "macs": count_macs(model, card.resolution), "onnx_max_abs_diff": diff,
-        "onnx_opset": OPSET, "bespoke_version": __version__})
-    write_card(directory, card)
+        "params": count_params(net), "macs": count_macs(net, card.resolution), "onnx_max_abs_diff": diff,
+        "onnx_opset": OPSET, "bespoke_version": __version__, "card_format": CARD_FORMAT})
+    weights = safetensors_bytes(state, metadata={"arch": card.arch, "engine": card.engine})
+    replace_files({directory / ONNX: onnx_bytes, directory / WEIGHTS: weights, **_card_files(directory, card)},
+                  marker=directory / CARD)
     return card
+
+
+def check_finite_weights(state: dict[str, torch.Tensor]) -> None:
+    """Refuse weights holding NaN or inf (a diverged run): such a model must never be delivered.
+
+    Raises:
+        BespokeError: naming the first such tensor.
+    """
+    for name, tensor in state.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise BespokeError(f"weight {name} holds {bad} NaN/inf value(s) of {tensor.numel()}: the model is "
+                                   "broken, nothing was written",
+                                   "the training diverged; train again with a lower learning rate")
+
+
+def _card_files(directory: Path, card: ModelCard) -> dict[Path, bytes]:
+    """``card.md`` then ``card.json`` (the commit marker, last)."""
+    return {directory / CARD_MD: card.to_markdown().encode("utf-8"),
+            directory / CARD: (card.model_dump_json(indent=2) + "\n").encode("utf-8")}
+
+
+def check_out_dir(directory: str | Path, engine: str) -> None:
+    """Refuse to write a model of ``engine`` into a folder that holds another kind of bespoke output (a supernet,
+    a model house, or the model directory of another engine): the two would mix and neither could be trusted.
+
+    A folder holding this engine's own earlier output is fine (a resumed or repeated run).
+
+    Raises:
+        BespokeError: naming what the folder holds.
+    """
+    directory = Path(directory)
+    hint = f"give --out a new folder (or the folder of an earlier {engine} run)"
+    for name, what in OTHER_OUTPUTS.items():
+        if (directory / name).exists():
+            raise BespokeError(f"{directory} already holds {what} ({name}); a {engine} model would mix with it", hint)
+    if (directory / CARD).exists():
+        other = read_card(directory).engine
+        if other != engine:
+            raise BespokeError(f"{directory} already holds a model of engine {other!r} ({CARD}); a {engine} model "
+                               "would replace it", hint)
 
 
 def write_card(directory: str | Path, card: ModelCard) -> None:
     """Atomically (re)write ``card.md`` then ``card.json``."""
-    directory = Path(directory)
-    write_text(directory / CARD_MD, card.to_markdown())
-    write_text(directory / CARD, card.model_dump_json(indent=2) + "\n")
+    for path, data in _card_files(Path(directory), card).items():
+        write_bytes(path, data)
 
 
 def update_card(directory: str | Path, **fields: Any) -> ModelCard:

@@ -6,6 +6,7 @@ axis, as a deployed model is called with any batch).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,17 @@ from bespoke.targets.measure import cpu_model, eval_mode
 from bespoke.targets.onnx_io import OPSET, export_onnx_bytes
 from bespoke.utils.atomic import write_bytes
 
-__all__ = ["OPSET", "export_onnx", "onnx_max_abs_diff"]
+__all__ = ["OPSET", "check_tolerance", "export_onnx", "onnx_max_abs_diff", "verified_onnx_bytes"]
 
 
 def onnx_max_abs_diff(model: nn.Module, onnx_model: bytes | str | Path, input_shape: tuple[int, ...], *,
                       samples: int = 2, seed: int = 0) -> float:
     """Largest |ORT − PyTorch| over ``samples`` random inputs (batch of 2 each); the caller's model is left as it
-    was (mode and device)."""
+    was (mode and device).
+
+    NaN when either output holds a NaN or inf anywhere: such a model is never faithful, whatever the difference of
+    its finite values (``max`` would silently skip a NaN difference).
+    """
     import onnxruntime as ort
 
     source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
@@ -38,8 +43,35 @@ def onnx_max_abs_diff(model: nn.Module, onnx_model: bytes | str | Path, input_sh
             x = torch.randn(2, *input_shape[1:], generator=g)
             ref = net(x).numpy()
             out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+            if not (np.isfinite(ref).all() and np.isfinite(out).all()):
+                return math.nan
             worst = max(worst, float(np.abs(out - ref).max()))
     return worst
+
+
+def check_tolerance(tolerance: float) -> None:
+    """Refuse a verification tolerance that no export could honestly pass (0, negative) or that passes anything
+    (inf, NaN)."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or not math.isfinite(tolerance) \
+            or tolerance <= 0:
+        raise BespokeError(f"tolerance must be a finite number > 0, got {tolerance!r}",
+                           "use e.g. --tolerance 1e-4 (the default)")
+
+
+def verified_onnx_bytes(model: nn.Module, input_shape: tuple[int, ...], *, tolerance: float = 1e-4
+                        ) -> tuple[bytes, float]:
+    """Serialise ``model`` to ONNX (dynamic batch) and verify it: ONNX Runtime must reproduce PyTorch within
+    ``tolerance``. Returns the ONNX bytes and the max abs difference; nothing is written anywhere."""
+    check_tolerance(tolerance)
+    data = export_onnx_bytes(model, input_shape, dynamic_batch=True)
+    diff = onnx_max_abs_diff(model, data, input_shape)
+    if math.isnan(diff):
+        raise BespokeError("the model's output holds NaN or inf on random inputs",
+                           "the weights are broken (diverged training?); train again with a lower learning rate")
+    if not diff <= tolerance:
+        raise BespokeError(f"ONNX Runtime output differs from PyTorch by {diff:.3g} (> {tolerance:g})",
+                           "the exported graph is not faithful; report this model")
+    return data, diff
 
 
 def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...], *,
@@ -47,12 +79,9 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
     """Export ``model`` to ``path`` (atomically, dynamic batch) and return the verified max abs difference ORT vs
     PyTorch.
 
-    Raises :class:`BespokeError` when the difference exceeds ``tolerance``; nothing is written then.
+    Raises :class:`BespokeError` when the difference exceeds ``tolerance`` (or an output is not finite); nothing
+    is written then.
     """
-    data = export_onnx_bytes(model, input_shape, dynamic_batch=True)
-    diff = onnx_max_abs_diff(model, data, input_shape)
-    if not diff <= tolerance:
-        raise BespokeError(f"ONNX Runtime output differs from PyTorch by {diff:.3g} (> {tolerance:g})",
-                           "the exported graph is not faithful; report this model")
+    data, diff = verified_onnx_bytes(model, input_shape, tolerance=tolerance)
     write_bytes(path, data)
     return diff

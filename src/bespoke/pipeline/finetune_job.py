@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from bespoke.data import load_dataset
-from bespoke.export import ModelCard, save_model_dir, zoo_arch_config
+from bespoke.export import ModelCard, check_out_dir, save_model_dir, zoo_arch_config
 from bespoke.train import FinetuneConfig, FinetuneResult, finetune
 from bespoke.utils.distributed import DistContext, distributed
 from bespoke.zoo import create_model, get_pretrained_cfg
@@ -16,7 +16,7 @@ from bespoke.zoo import create_model, get_pretrained_cfg
 class FinetuneJob(BaseModel):
     """Everything ``bespoke finetune`` needs; also loadable from YAML (``--config``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str = Field("efficientnet_lite0", description="zoo name, timm:<arch> or torchvision:<arch>")
     weights: Path | None = Field(None, description="local .safetensors/.pth instead of the zoo's weights")
@@ -40,6 +40,7 @@ def run_finetune(job: FinetuneJob, *, dist: DistContext | None = None) -> tuple[
     if dist is None:
         with distributed(job.train.device) as ctx:
             return run_finetune(job, dist=ctx)
+    check_out_dir(job.out, "finetune")
     splits = load_dataset(job.data, resolution=job.resolution, seed=job.train.seed, val_fraction=job.val_fraction,
                           train_limit=job.train_limit, test_limit=job.test_limit)
     cfg = get_pretrained_cfg(job.model)

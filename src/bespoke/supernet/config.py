@@ -1,4 +1,5 @@
-"""Typed recipes of the supernet engine (pydantic; unknown keys are errors, so a typo never changes a run)."""
+"""Typed recipes of the supernet engine (pydantic; unknown keys are errors, so a typo never changes a run, and NaN
+or inf is refused)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from bespoke.supernet.space import SpaceOptions
 class SupernetTrainConfig(BaseModel):
     """How the supernet is trained: sandwich rule + one semi-supervised loss for all subnets."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     steps: int = Field(300, ge=1, description="optimiser steps (cost does not depend on the number of targets)")
     batch_size: int = Field(32, ge=1, description="labelled images per step")
@@ -42,7 +43,7 @@ class SupernetTrainConfig(BaseModel):
 class SupernetJob(BaseModel):
     """Everything ``bespoke supernet train`` needs; also loadable from YAML (``--config``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     teacher: str = Field(description="model directory written by `bespoke finetune`, or a zoo model name")
     data: str = Field("fashion-mnist", description="fashion-mnist | ImageFolder dir | CIFAR python dir")
@@ -59,7 +60,7 @@ class SupernetJob(BaseModel):
 class SelectConfig(BaseModel):
     """How subnets are chosen per target: predictor, latency tables, evolution, BN recalibration."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     predictor_samples: int = Field(200, ge=8, description="subnets measured to train the accuracy predictor")
     predictor_val_images: int = Field(500, ge=10, description="held-out (val) images per measured subnet")

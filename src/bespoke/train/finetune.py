@@ -38,18 +38,19 @@ from bespoke.utils.seed import rng_state, seed_everything, set_rng_state
 
 
 class FinetuneConfig(BaseModel):
-    """Recipe of a fine-tune. Unknown keys are rejected (a typo must not silently change a run)."""
+    """Recipe of a fine-tune. Unknown keys are rejected (a typo must not silently change a run), and so are NaN and
+    inf (``lr: inf`` trains weights into NaN)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
+    lr: float = Field(1e-3, gt=0, le=1, description="peak learning rate (AdamW); above 1 every run diverges")
+    weight_decay: float = Field(0.05, ge=0, le=1, description="AdamW decoupled weight decay")
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     augment: Literal["none", "flip", "weak", "strong"] = "weak"
     kd_weight: float = Field(0.0, ge=0, le=1, description="weight of the KD term when a teacher is given")
-    kd_temperature: float = Field(4.0, gt=0)
+    kd_temperature: float = Field(4.0, gt=0, le=100)
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = Field(50, ge=1, description="steps between mid-epoch checkpoints")

@@ -15,7 +15,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +35,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         BespokeError: the file could not be written (any ``OSError``: no space left, permissions, ...).
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise write_error(path, exc) from exc
-    tmp_path = Path(tmp)
+    tmp_path = _temp_beside(path)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -52,6 +45,56 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise write_error(path, exc) from exc
+        raise
+
+
+def _temp_beside(path: Path) -> Path:
+    """A new empty temporary file in ``path``'s folder (created if missing), after removing dead writers' ones."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+    return Path(tmp)
+
+
+def replace_files(files: Mapping[str | os.PathLike[str], bytes], *, marker: str | os.PathLike[str] | None = None
+                  ) -> None:
+    """Replace several files together, so that a failed write leaves every one of them as it was.
+
+    All contents are first written and flushed to temporary files beside their paths; any error there (disk full,
+    read-only folder) removes the temporary files and touches no path. Only then are they renamed over their paths,
+    in the order given. ``marker`` (a completion marker, usually the last of ``files``) is removed just before the
+    renames, so that a process killed between two renames leaves an incomplete folder, never old and new files
+    under the old marker.
+
+    Raises:
+        BespokeError: a file could not be written.
+    """
+    staged: list[tuple[Path, Path]] = []
+    current: Path | None = None
+    try:
+        for path, data in files.items():
+            current = Path(path)
+            tmp = _temp_beside(current)
+            staged.append((tmp, current))
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        if marker is not None:
+            current = Path(marker)
+            current.unlink(missing_ok=True)
+        for tmp, path in staged:
+            current = path
+            os.replace(tmp, path)
+    except BaseException as exc:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and current is not None:
+            raise write_error(current, exc) from exc
         raise
 
 
@@ -116,8 +159,13 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 def save_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike[str],
                      metadata: dict[str, str] | None = None) -> None:
     """Atomically save a flat tensor dict as safetensors (tensors made contiguous, shared storage broken)."""
+    write_bytes(path, safetensors_bytes(state, metadata))
+
+
+def safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """A flat tensor dict serialised as safetensors (tensors made contiguous, shared storage broken)."""
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    write_bytes(path, st_save(flat, metadata=metadata))
+    return st_save(flat, metadata=metadata)
 
 
 def torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
