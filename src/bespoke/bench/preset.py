@@ -10,15 +10,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bespoke.baselines import PruneSettings
 from bespoke.errors import BespokeError
-from bespoke.targets import Target
+from bespoke.targets import MAX_TARGETS, Target
 from bespoke.train import FinetuneConfig
+from bespoke.utils.yaml_io import load_yaml_file
 
 _Strict = ConfigDict(extra="forbid")
+PRESET_HINT = "fix the preset; see src/bespoke/presets/fashion-mnist.yaml"
 
 #: keys of the engine sections (their nested recipes are validated by the engines when their stage runs)
 ENGINE_KEYS: dict[str, frozenset[str]] = {
@@ -100,7 +101,8 @@ class BenchPreset(BaseModel):
     donors: list[ModelSpec] = Field(default_factory=list)
     label_scarce: bool = Field(True, description="also train every baseline on the labelled share only")
     pruned: PrunedSection = Field(default_factory=PrunedSection)
-    targets: list[Target] = Field(min_length=1, description="budget targets (relative budgets: x teacher)")
+    targets: list[Target] = Field(min_length=1, max_length=MAX_TARGETS,
+                                  description="budget targets (relative budgets: x teacher)")
     measure: MeasureSection = Field(default_factory=MeasureSection)
     bespoke: dict[str, Any] = Field(default_factory=dict, description="passed through to the block engine")
     tofa: dict[str, Any] = Field(default_factory=dict, description="passed through to the supernet engine")
@@ -169,7 +171,7 @@ def list_presets() -> list[str]:
     root = Path(str(resources.files("bespoke") / "presets"))
     names = []
     for path in sorted(root.glob("*.yaml")):
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = load_yaml_file(path, what="preset", hint=PRESET_HINT)
         if isinstance(doc, dict) and "teacher" in doc:
             names.append(path.stem)
     return names
@@ -178,12 +180,9 @@ def list_presets() -> list[str]:
 def load_preset(preset: str | Path, *, smoke: bool = False) -> BenchPreset:
     """Read and validate a preset; with ``smoke`` its ``smoke:`` overlay is applied (and validated too)."""
     path = preset_path(preset)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise BespokeError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})", "fix the file") from None
+    doc = load_yaml_file(path, what="preset", hint=PRESET_HINT)
     if not isinstance(doc, dict):
-        raise BespokeError(f"{path} must hold a mapping", "see src/bespoke/presets/fashion-mnist.yaml")
+        raise BespokeError(f"{path} must hold a mapping", PRESET_HINT)
     full = validate_preset(doc, path, "")
     if not smoke:
         return full

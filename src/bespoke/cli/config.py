@@ -5,34 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from bespoke.errors import BespokeError
+from bespoke.utils.yaml_io import load_yaml_file, short_repr
 
 M = TypeVar("M", bound=BaseModel)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping of option names (strings) from ``path``, or one clear error."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BespokeError(f"config file not found: {path}", "check the --config path") from None
-    except UnicodeDecodeError:
-        raise BespokeError(f"{path} is not a text file (not UTF-8)", "give a YAML file to --config") from None
-    except OSError as exc:
-        raise BespokeError(f"cannot read config file {path}: {exc.strerror or exc}", "check the --config path") \
-            from None
-    except yaml.YAMLError as exc:
-        raise BespokeError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})", "fix the file") from None
+    data = load_yaml_file(path, what="config file", hint="fix the file: --config takes YAML of option: value")
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise BespokeError(f"{path} must hold a mapping of option: value", "see `--help` for option names")
     bad = [key for key in data if not isinstance(key, str)]
     if bad:
-        raise BespokeError(f"{path}: option names must be text, got {bad[0]!r}", "see `--help` for option names")
+        raise BespokeError(f"{path}: option names must be text, got {short_repr(bad[0])}",
+                           "see `--help` for option names")
     return data
 
 
@@ -84,7 +75,7 @@ def _section(data: dict[str, Any], dotted: str) -> dict[str, Any]:
         if holder.get(part) is None:  # `train:` with nothing under it
             holder[part] = {}
         if not isinstance(holder[part], dict):
-            raise BespokeError(f"option {dotted} must be a mapping of option: value, got {holder[part]!r:.60}",
+            raise BespokeError(f"option {dotted} must be a mapping of option: value, got {short_repr(holder[part])}",
                                f"write e.g. `{part}: {{...}}` or set its options at the top level")
         holder = holder[part]
     return holder

@@ -6,6 +6,7 @@ into a normalised float tensor.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,11 @@ ImageTransform = Callable[[torch.Tensor], torch.Tensor]
 # Above this many bytes of resized pixels an in-memory set keeps its native size and resizes item by item on
 # access (same pixels, computed per item) instead of holding e.g. 50k x 3 x 224 x 224 bytes (7.5 GB) in RAM.
 PRERESIZE_LIMIT_BYTES = 1 << 30
+# Decoded images above this many pixels are refused before decoding (PIL would only warn up to 179 MP): a 1 MB PNG
+# can declare 12000 x 12000 pixels, i.e. gigabytes and a minute of decoding. Decoding costs about 10 bytes a pixel
+# at its peak, so this bounds one image to ~170 MB; a photo PNG this large is a 20+ MB file, and JPEGs are decoded
+# at a reduced scale (draft) first, so only the size after that counts.
+MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -108,19 +114,35 @@ def decode_image(path: Path, resolution: int) -> torch.Tensor:
     """Decode one image file to uint8 ``[3, H, W]`` (JPEGs at the smallest scale >= ``resolution``).
 
     16-bit images are scaled to 8 bits (PIL alone would clip them to white), float images in [0, 1] or [0, 255]
-    are scaled likewise; any other range is an error rather than a silently black or white image.
+    are scaled likewise; any other range is an error rather than a silently black or white image. An image over
+    ``MAX_IMAGE_PIXELS`` (after the JPEG draft scale) is refused from its header, before any pixel is decoded.
     """
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # PIL warns from 89 MP on; those images are over MAX_IMAGE_PIXELS, refused below with one error
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as im:
             im.draft("RGB", (resolution, resolution))
+            width, height = im.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise BespokeError(f"image {path} is {width} x {height} pixels, more than the "
+                                   f"{MAX_IMAGE_PIXELS / 1e6:.1f}-megapixel limit", _TOO_LARGE_HINT)
             if im.mode == "P" and "transparency" in im.info:
                 im = im.convert("RGBA")
             rgb = _wide_to_8bit(im, path) if im.mode.startswith(("I", "F")) else im.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:
+        declared = 2 * (Image.MAX_IMAGE_PIXELS or 0) // 10**6  # PIL's own refusal, at twice its warning size
+        raise BespokeError(f"image {path} declares more than {declared} megapixels, over the "
+                           f"{MAX_IMAGE_PIXELS / 1e6:.1f}-megapixel limit", _TOO_LARGE_HINT) from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise BespokeError(
             f"cannot read image {path}: {exc}", "delete or replace the corrupt file, then run again"
         ) from exc
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
+
+
+_TOO_LARGE_HINT = "shrink the image or remove it: images are resized to the training resolution anyway"
 
 
 def _wide_to_8bit(im: Image.Image, path: Path) -> Image.Image:

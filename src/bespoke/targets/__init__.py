@@ -30,12 +30,21 @@ from bespoke.targets.runtimes import (
     reference_value,
     resolve_budget,
 )
-from bespoke.targets.spec import LATENCY_RUNTIMES, RUNTIME_NAMES, Runtime, Target, load_targets, targets_from_dicts
+from bespoke.targets.spec import (
+    LATENCY_RUNTIMES,
+    MAX_TARGETS,
+    RUNTIME_NAMES,
+    Runtime,
+    Target,
+    load_targets,
+    targets_from_dicts,
+)
 from bespoke.targets.table import TableLookup, TableRow
 
 __all__ = [
     "CSV_COLUMNS",
     "LATENCY_RUNTIMES",
+    "MAX_TARGETS",
     "OPSET",
     "OVERHEAD_KEY",
     "RUNTIMES",

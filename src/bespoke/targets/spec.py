@@ -21,15 +21,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bespoke.errors import BespokeError
 from bespoke.targets.budget import BUDGET_HINT, Budget
 from bespoke.targets.table import TableLookup
+from bespoke.utils.yaml_io import load_yaml_file, short_repr
 
 Runtime = Literal["onnxruntime", "torch", "table", "macs", "params", "memory"]
 OptLevel = Literal["disable", "basic", "extended", "all"]
+#: every target is a search + delivery of its own: far more than anyone runs, few enough to validate at once
+MAX_TARGETS = 1000
 
 RUNTIME_NAMES: tuple[str, ...] = get_args(Runtime)
 LATENCY_RUNTIMES = ("onnxruntime", "torch", "table")
@@ -108,6 +110,9 @@ def targets_from_dicts(
         raise BespokeError(f"{source}: 'targets' must be a list of mappings", _YAML_HINT)
     if not items:
         raise BespokeError(f"{source}: no targets defined", _YAML_HINT)
+    if len(items) > MAX_TARGETS:
+        raise BespokeError(f"{source}: {len(items)} targets, more than the {MAX_TARGETS} allowed",
+                           "split them over several targets files")
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     targets: list[Target] = []
     for index, item in enumerate(items):
@@ -148,20 +153,7 @@ def targets_from_dicts(
 def load_targets(path: str | os.PathLike[str]) -> list[Target]:
     """Read a ``targets.yaml`` (``targets: [ {name, runtime, ...}, ... ]``) into validated targets."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BespokeError(f"cannot read targets file {path}: {exc.__class__.__name__}: {exc}",
-                           "check the path (e.g. configs/targets.yaml)") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise BespokeError(f"{path}: invalid YAML{where}: {problem}", _YAML_HINT) from None
+    doc = load_yaml_file(path, what="targets file", hint=_YAML_HINT)
     if not isinstance(doc, Mapping) or "targets" not in doc:
         raise BespokeError(f"{path}: expected a top-level 'targets:' list", _YAML_HINT)
     extra = sorted(str(k) for k in doc if k != "targets")
@@ -178,7 +170,7 @@ _YAML_HINT = "expected 'targets:' and a list like '- {name: cpu1, runtime: onnxr
 
 def _label(item: Any, index: int) -> str:
     name = item.get("name") if isinstance(item, Mapping) else None
-    return f"target {name!r} (#{index + 1})" if isinstance(name, str) else f"target #{index + 1}"
+    return f"target {short_repr(name)} (#{index + 1})" if isinstance(name, str) else f"target #{index + 1}"
 
 
 def _condense(exc: ValidationError) -> tuple[str, str | None]:
@@ -190,7 +182,7 @@ def _condense(exc: ValidationError) -> tuple[str, str | None]:
         kind = err["type"]
         msg = err["msg"].removeprefix("Value error, ")
         if kind == "extra_forbidden":
-            problems.append(f"unknown key {key!r}")
+            problems.append(f"unknown key {short_repr(key)}")
             hint = "allowed keys: " + ", ".join(Target.model_fields)
         elif kind == "missing":
             problems.append(f"missing key {key!r}")
@@ -200,7 +192,7 @@ def _condense(exc: ValidationError) -> tuple[str, str | None]:
         else:
             got = err.get("input")
             plain = isinstance(got, (str, int, float)) and not isinstance(got, bool)
-            shown = f" (got {got!r})" if plain and repr(got) not in msg else ""
+            shown = f" (got {short_repr(got)})" if plain and short_repr(got) not in msg else ""
             problems.append(f"key {key!r}: {msg}{shown}")
             hint = hint or (BUDGET_HINT if key == "budget" else None)
     return "; ".join(problems), hint
