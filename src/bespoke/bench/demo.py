@@ -18,6 +18,7 @@ from bespoke.bench.preset import BenchPreset, deep_merge, preset_path, validate_
 from bespoke.bench.run import BenchResults, run_bench
 from bespoke.errors import BespokeError
 from bespoke.targets import load_targets
+from bespoke.utils.seed import Seed
 
 
 class DemoConfig(BaseModel):
@@ -36,7 +37,7 @@ class DemoConfig(BaseModel):
     engines: list[str] | None = Field(None, description="engines to run (default: all registered)")
     smoke: bool = Field(False, description="tiny plumbing run (about a minute)")
     out: Path = Path("runs/demo")
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 def demo_preset(cfg: DemoConfig, preset: str | Path = "demo") -> BenchPreset:

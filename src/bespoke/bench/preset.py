@@ -6,6 +6,7 @@ when ``--smoke`` is given. Both the full and the smoke preset are validated: unk
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ from bespoke.baselines import PruneSettings
 from bespoke.errors import BespokeError
 from bespoke.targets import Target
 from bespoke.train import FinetuneConfig
+from bespoke.utils.seed import Seed
 
 _Strict = ConfigDict(extra="forbid")
+_ZOO_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
 
 #: keys of the engine sections (their nested recipes are validated by the engines when their stage runs)
 ENGINE_KEYS: dict[str, frozenset[str]] = {
@@ -40,7 +43,7 @@ class DataSection(BaseModel):
     val_images: int = Field(1_200, ge=0, description="validation images carved from the training pool")
     test_images: int | None = Field(None, ge=1, description="test images (None: the full test split)")
     label_fraction: float = Field(0.1, gt=0, le=1, description="labelled share for the label-scarce runs")
-    seed: int = 0
+    seed: Seed = 0
 
     def load_kwargs(self) -> dict[str, Any]:
         """``load_dataset`` arguments giving exactly ``train_images`` train and ``val_images`` val images."""
@@ -56,6 +59,15 @@ class ModelSpec(BaseModel):
 
     model: str
     train: dict[str, Any] = Field(default_factory=dict, description="keys of FinetuneConfig overriding recipe")
+
+    @field_validator("model")
+    @classmethod
+    def _zoo_name(cls, value: str) -> str:
+        # a donor's model directory is named after it (models/donor-<model>)
+        if _ZOO_NAME.fullmatch(value) is None:
+            shown = f"{value[:24]!r}... ({len(value)} characters)" if len(value) > 32 else repr(value)
+            raise ValueError(f"{shown} is not a zoo model name: up to 128 letters, digits, '_', '.', '-' or ':'")
+        return value
 
 
 class PrunedSection(BaseModel):

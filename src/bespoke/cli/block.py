@@ -53,13 +53,15 @@ def build_command(
     max_retries: Annotated[int, typer.Option(help="reruns of a Ray task whose worker died")] = 3,
 ) -> None:
     """Build a model house once: sample alternatives, distil each block, measure latency tables."""
+    from bespoke.cli.config import validate
     from bespoke.distill import DistillConfig
     from bespoke.search import build_house
     from bespoke.utils.executor import make_executor
 
     gpus = task_gpus if task_gpus is not None else (1.0 if device.startswith("cuda") else 0.0)
     ex = make_executor(executor, address=ray_address, num_cpus=task_cpus, num_gpus=gpus, max_retries=max_retries)
-    cfg = DistillConfig(steps=distill_steps, group_size=group_size, batch_size=batch_size, device=device, seed=seed)
+    cfg = validate(DistillConfig, {"steps": distill_steps, "group_size": group_size, "batch_size": batch_size,
+                                   "device": device, "seed": seed})
     house = build_house(teacher, donors=_split(donors), data=data, out=out, targets=targets, size=size,
                         max_span=max_span, distill_steps=distill_steps, seed=seed, kinds=_split(kinds),
                         distill=cfg, train_limit=train_limit, resolution=resolution, executor=ex)
@@ -86,12 +88,15 @@ def search_command(
     seed: Annotated[int, typer.Option(help="seed of the search")] = 0,
 ) -> None:
     """Search a house for every target, retrain each student with KD, export OUT/<target>/ + report.md."""
+    from bespoke.cli.config import validate
     from bespoke.search import AnnealConfig, search_and_deliver
     from bespoke.train import FinetuneConfig
 
-    retrain = FinetuneConfig(epochs=epochs, lr=lr, kd_weight=kd_weight, weight_decay=0.01, seed=seed)
+    retrain = validate(FinetuneConfig, {"epochs": epochs, "lr": lr, "kd_weight": kd_weight, "weight_decay": 0.01,
+                                        "seed": seed})
+    anneal = validate(AnnealConfig, {"iterations": iterations, "seed": seed})
     cards = search_and_deliver(house, targets, out=out, data=data, eval_images=eval_images, margin=margin,
-                               anneal_config=AnnealConfig(iterations=iterations, seed=seed), retrain=retrain)
+                               anneal_config=anneal, retrain=retrain)
     for card in cards:
         value = card.model_extra.get("measured_value") if card.model_extra else None
         pred = card.model_extra.get("predicted_value") if card.model_extra else None
