@@ -2,7 +2,7 @@
 
 Target settings (threads, batch, warmup, repeats: whole numbers in bounds, no bools), target names (they become
 folder names), budgets (finite, not subnormal, relative ones in [0.001x, 100x]), seeds (0..2**32-1 on every
-command and in every config), and the board's profiler settings.
+command and in every config), the board's profiler settings, and a timm model at an input size it cannot take.
 Each case follows tests/test_bad_inputs.py: exit code 2, exactly one ``error: `` line naming the problem, no
 traceback, nothing half-written.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from bespoke.errors import BespokeError
@@ -23,6 +24,7 @@ from bespoke.targets import Budget, Target, load_targets
 from bespoke.targets.budget import RELATIVE_RANGE
 from bespoke.targets.spec import MAX_BATCH, MAX_THREADS
 from bespoke.utils.seed import MAX_SEED
+from bespoke.zoo import create_model
 from tests.test_bad_inputs import noisy_png, one_thread, stderr_lines
 from tests.test_cli import run_cli
 from tests.test_reliability_kill import teacher_dir
@@ -237,6 +239,25 @@ def profile_device_threads_too_many(w, tmp):
             ("key 'threads'", "less than or equal to 256"))
 
 
+# ------------------------------------------------------------------------------------------ input sizes
+@case
+def vit_at_a_resolution_it_cannot_take(w, tmp):
+    argv, marker = _finetune(w, tmp)
+    argv[argv.index(ARCH)] = "timm:vit_tiny_patch16_224"
+    argv[argv.index("16")] = "64"
+    return argv, marker, ("timm:vit_tiny_patch16_224 does not accept 64 px input",
+                          "doesn't match model (224)", "use its native resolution: --resolution 224")
+
+
+@case
+def tiny_vit_at_a_size_its_patches_do_not_divide(w, tmp):
+    argv, marker = _finetune(w, tmp)
+    argv[argv.index(ARCH)] = "timm:test_vit"
+    argv[argv.index("16")] = "24"
+    return argv, marker, ("timm:test_vit does not accept 24 px input", "divisible by patch size (16)",
+                          "--resolution 160")
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_value_gives_one_clear_error_and_writes_nothing(name, inputs, tmp_path, capsys, record_property):
     argv, marker, needles = CASES[name](inputs, tmp_path)
@@ -300,3 +321,21 @@ def test_largest_seed_trains(inputs: Inputs, tmp_path: Path, capsys) -> None:
     assert marker.is_file()
 
 
+
+@pytest.mark.parametrize(("name", "bad", "good"), [("timm:test_vit", 24, 32), ("torchvision:vit_b_16", 64, 224)])
+def test_create_model_checks_the_input_size_of_other_libraries_models(name: str, bad: int, good: int) -> None:
+    """The zoo runs one forward at the asked resolution: a size the model cannot take fails at construction."""
+    with pytest.raises(BespokeError, match=f"{name} does not accept {bad} px input") as info:
+        create_model(name, pretrained=False, num_classes=3, resolution=bad)
+    assert "--resolution" in str(info.value.hint)
+    model = create_model(name, pretrained=False, num_classes=3, resolution=good)
+    assert model.training, "the probe leaves a fresh model in training mode, as its builder made it"
+    with torch.no_grad():
+        assert model.eval()(torch.zeros(2, 3, good, good)).shape == (2, 3)
+
+
+def test_the_input_probe_leaves_the_seeded_initialisation_alone() -> None:
+    """Same seed, same weights: the probe's forward draws no random numbers."""
+    a = create_model("timm:test_vit", pretrained=False, num_classes=3, resolution=32, seed=5)
+    b = create_model("timm:test_vit", pretrained=False, num_classes=3, resolution=32, seed=5)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
