@@ -220,6 +220,15 @@ def seed_overflows_in_preset(w, tmp):
             ("data.seed", "less than or equal to 4294967295"))
 
 
+@case
+def measure_threads_too_many_in_preset(w, tmp):
+    preset = yaml.safe_load((Path(__file__).parents[1] / "src/bespoke/presets/demo.yaml").read_text())
+    preset["measure"] = {"threads": [1, 10000]}
+    (tmp / "p.yaml").write_text(yaml.safe_dump(preset))
+    return (["bench", "--preset", str(tmp / "p.yaml"), "--out", str(tmp / "out")], tmp / "out" / "results.json",
+            ("measure.threads.1", "less than or equal to 256"))
+
+
 # -------------------------------------------------------------------------------------------- profile-device
 @case
 def profile_device_negative_threads_zero_repeats(w, tmp):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bespoke.baselines import PruneSettings
 from bespoke.errors import BespokeError
 from bespoke.targets import Target
+from bespoke.targets.spec import MAX_RUNS, MAX_THREADS
 from bespoke.train import FinetuneConfig
 from bespoke.utils.seed import Seed
 
@@ -87,9 +88,10 @@ class MeasureSection(BaseModel):
 
     model_config = _Strict
 
-    threads: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
-    warmup: int = Field(10, ge=0)
-    repeats: int = Field(100, ge=1)
+    threads: list[Annotated[int, Field(ge=1, le=MAX_THREADS, strict=True)]] = Field(
+        default_factory=lambda: [1, 2], min_length=1)
+    warmup: int = Field(10, ge=0, le=MAX_RUNS, strict=True)
+    repeats: int = Field(100, ge=1, le=MAX_RUNS, strict=True)
 
     @field_validator("threads")
     @classmethod
