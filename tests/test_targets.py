@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from bespoke.errors import BespokeError
 from bespoke.targets import RUNTIME_NAMES, Budget, Target, load_targets, targets_from_dicts
+from bespoke.targets.budget import RELATIVE_RANGE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,6 +98,10 @@ def test_budget_valid_strings_round_trip(number: float, style: str, space: str, 
     if float(digits) <= 0:
         return
     text = f"{digits}{space}{suffix}" if suffix else digits
+    if suffix == "x" and not RELATIVE_RANGE[0] <= float(digits) <= RELATIVE_RANGE[1]:
+        with pytest.raises(BespokeError, match="must lie between"):
+            Budget.parse(text)
+        return
     budget = Budget.parse(text)
     assert str(budget) == text
     assert Budget.parse(str(budget)) == budget

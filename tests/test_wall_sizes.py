@@ -1,24 +1,17 @@
 """The size wall: small hostile files must not exhaust memory or hang; every size is bounded before reading.
 
-Each bomb runs the real CLI (``bespoke.cli.main.main``) in a child process, so its memory is its own: the child
-caps its address space at what it has mapped after importing the CLI plus ``GUARD_BYTES`` (torch's CUDA build
-needs ~4 GB of address space just to import, so a flat 1 GB limit cannot even start it), and the parent reads the
-child's peak resident memory from ``os.wait4`` and asserts it under ``PEAK_LIMIT_BYTES``. Every case must also
-end with exit code 2, exactly one ``error: ...`` line naming the problem, nothing half-written, within seconds.
+Each bomb runs the real CLI (``bespoke.cli.main.main``) in a child process under an address-space guard
+(``tests/memory_probe.py``), and the memory it allocates (peak anonymous resident memory) must stay under
+``PEAK_LIMIT_BYTES`` (1 GB). Every case must also end with exit code 2, exactly one ``error: ...`` line naming the
+problem, nothing half-written, within seconds.
 """
 
 from __future__ import annotations
 
 import gzip
-import os
 import struct
-import subprocess
-import sys
-import threading
-import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,51 +20,10 @@ from PIL import Image
 
 from bespoke.errors import BespokeError
 from bespoke.utils.yaml_io import MAX_YAML_VALUES, load_yaml_file, short_repr
+from tests.memory_probe import PEAK_LIMIT_BYTES, run_child
 from tests.test_data_sources import write_idx
 
-PEAK_LIMIT_BYTES = 1 << 30  # the issue's "peak memory < 1 GB" on inputs under 10 MB
-GUARD_BYTES = 2 << 30  # address space a child may map beyond its imports: a blow-up fails fast, not the machine
-TIMEOUT_S = 120
 ARCH = "timm:mobilenetv3_small_050"
-
-CHILD = f"""
-import resource, sys
-import bespoke.cli.main as cli
-with open("/proc/self/status") as f:
-    mapped = next(int(line.split()[1]) for line in f if line.startswith("VmSize:")) * 1024
-resource.setrlimit(resource.RLIMIT_AS, (mapped + {GUARD_BYTES}, mapped + {GUARD_BYTES}))
-sys.argv = ["bespoke", *sys.argv[1:]]
-cli.main()
-"""
-
-
-@dataclass
-class Run:
-    code: int
-    stderr: str
-    peak_bytes: int
-    seconds: float
-
-
-def run_child(argv: list[str], tmp: Path, env: dict[str, str] | None = None) -> Run:
-    """``bespoke ARGV`` in a fresh interpreter under the address-space guard; its exit code, stderr and peak RSS."""
-    src = Path(__file__).resolve().parents[1] / "src"
-    child_env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-                 "OMP_NUM_THREADS": "1", **(env or {})}
-    start = time.monotonic()
-    with open(tmp / "child.err", "w+b") as err:
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, *argv], cwd=tmp, env=child_env,
-                                stdout=subprocess.DEVNULL, stderr=err)
-        killer = threading.Timer(TIMEOUT_S, proc.kill)
-        killer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not all children's
-        finally:
-            killer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        stderr = err.read().decode("utf-8", "replace")
-    return Run(proc.returncode, stderr, usage.ru_maxrss * 1024, time.monotonic() - start)
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -275,15 +227,28 @@ def test_small_hostile_input_is_refused_within_the_memory_limit(name, tmp_path, 
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     record_property("stderr", lines[0] if lines else "")
     record_property("peak_mb", run.peak_bytes >> 20)
+    record_property("anon_peak_mb", run.anon_peak_bytes >> 20)
     assert run.code == 2, run.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), "\n".join(lines[-40:])
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert len(lines[0]) < 400, lines[0]
-    assert run.peak_bytes < PEAK_LIMIT_BYTES, f"peak RSS {run.peak_bytes >> 20} MiB"
+    assert 0 < run.anon_peak_bytes < PEAK_LIMIT_BYTES, \
+        f"peak allocated {run.anon_peak_bytes >> 20} MiB (RSS with library pages {run.peak_bytes >> 20} MiB)"
     assert run.seconds < 60, f"took {run.seconds:.0f} s"
     assert not marker.exists(), f"{marker} was written"
     assert [p for p in tmp_path.rglob("*.tmp")] == [], "a temporary file was left behind"
+
+
+def test_the_memory_probe_sees_what_a_command_allocates(tmp_path) -> None:
+    """The wall's measurement is not blind: 400 MB allocated before the command shows in the anonymous peak, and a
+    plain refused command stays far below it."""
+    plain = run_child(["export", str(tmp_path / "missing")], tmp_path)
+    heavy = run_child(["export", str(tmp_path / "missing")], tmp_path,
+                      {"BESPOKE_PROBE_PRELUDE": "import numpy; _held = numpy.ones(400_000_000, dtype='u1')"})
+    assert plain.code == heavy.code == 2
+    assert heavy.anon_peak_bytes - plain.anon_peak_bytes > 350_000_000
+    assert plain.anon_peak_bytes < PEAK_LIMIT_BYTES
 
 
 # ---------------------------------------------------------------------------------------------------- loader

@@ -17,6 +17,7 @@ from bespoke.bench.preset import PRESET_HINT, BenchPreset, deep_merge, preset_pa
 from bespoke.bench.run import BenchResults, run_bench
 from bespoke.errors import BespokeError
 from bespoke.targets import load_targets
+from bespoke.utils.seed import Seed
 from bespoke.utils.yaml_io import load_yaml_file
 
 
@@ -36,7 +37,7 @@ class DemoConfig(BaseModel):
     engines: list[str] | None = Field(None, description="engines to run (default: all registered)")
     smoke: bool = Field(False, description="tiny plumbing run (about a minute)")
     out: Path = Path("runs/demo")
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 def demo_preset(cfg: DemoConfig, preset: str | Path = "demo") -> BenchPreset:

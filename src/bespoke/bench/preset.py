@@ -6,20 +6,24 @@ when ``--smoke`` is given. Both the full and the smoke preset are validated: unk
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bespoke.baselines import PruneSettings
 from bespoke.errors import BespokeError
 from bespoke.targets import MAX_TARGETS, Target
+from bespoke.targets.spec import MAX_RUNS, MAX_THREADS
 from bespoke.train import FinetuneConfig
+from bespoke.utils.seed import Seed
 from bespoke.utils.yaml_io import load_yaml_file
 
 _Strict = ConfigDict(extra="forbid")
 PRESET_HINT = "fix the preset; see src/bespoke/presets/fashion-mnist.yaml"
+_ZOO_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
 
 #: keys of the engine sections (their nested recipes are validated by the engines when their stage runs)
 ENGINE_KEYS: dict[str, frozenset[str]] = {
@@ -41,7 +45,7 @@ class DataSection(BaseModel):
     val_images: int = Field(1_200, ge=0, description="validation images carved from the training pool")
     test_images: int | None = Field(None, ge=1, description="test images (None: the full test split)")
     label_fraction: float = Field(0.1, gt=0, le=1, description="labelled share for the label-scarce runs")
-    seed: int = 0
+    seed: Seed = 0
 
     def load_kwargs(self) -> dict[str, Any]:
         """``load_dataset`` arguments giving exactly ``train_images`` train and ``val_images`` val images."""
@@ -57,6 +61,15 @@ class ModelSpec(BaseModel):
 
     model: str
     train: dict[str, Any] = Field(default_factory=dict, description="keys of FinetuneConfig overriding recipe")
+
+    @field_validator("model")
+    @classmethod
+    def _zoo_name(cls, value: str) -> str:
+        # a donor's model directory is named after it (models/donor-<model>)
+        if _ZOO_NAME.fullmatch(value) is None:
+            shown = f"{value[:24]!r}... ({len(value)} characters)" if len(value) > 32 else repr(value)
+            raise ValueError(f"{shown} is not a zoo model name: up to 128 letters, digits, '_', '.', '-' or ':'")
+        return value
 
 
 class PrunedSection(BaseModel):
@@ -76,9 +89,10 @@ class MeasureSection(BaseModel):
 
     model_config = _Strict
 
-    threads: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
-    warmup: int = Field(10, ge=0)
-    repeats: int = Field(100, ge=1)
+    threads: list[Annotated[int, Field(ge=1, le=MAX_THREADS, strict=True)]] = Field(
+        default_factory=lambda: [1, 2], min_length=1)
+    warmup: int = Field(10, ge=0, le=MAX_RUNS, strict=True)
+    repeats: int = Field(100, ge=1, le=MAX_RUNS, strict=True)
 
     @field_validator("threads")
     @classmethod

@@ -53,13 +53,20 @@ def resolve(model_cls: type[M], ctx: Any, config: Path | None, cli: dict[str, An
                 holder[field] = value
         elif explicit or name not in data:
             data[name] = value
+    return validate(model_cls, data)
+
+
+def validate(model_cls: type[M], data: dict[str, Any]) -> M:
+    """``model_cls`` built from option values, or one ``invalid option NAME: ...`` error line."""
     try:
         return model_cls.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         message = " ".join(str(err["msg"]).split())  # one line, whatever a validator wrote
-        raise BespokeError(f"invalid option {where}: {message}", "see --help") from None
+        got = err.get("input")
+        shown = f" (got {got!r})" if isinstance(got, (int, float)) and len(repr(got)) <= 40 else ""
+        raise BespokeError(f"invalid option {where}: {message}{shown}", "see --help") from None
 
 
 def _place(where: str, name: str) -> tuple[str, str]:

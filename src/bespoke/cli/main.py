@@ -133,6 +133,7 @@ def profile_device(
     out: Annotated[Path, typer.Option(help="folder to copy to the board")] = Path("device-parts"),
     threads: Annotated[int, typer.Option(help="threads to use on the board")] = 1,
     repeats: Annotated[int, typer.Option(help="timed runs per part on the board")] = 50,
+    warmup: Annotated[int, typer.Option(help="untimed runs per part on the board first")] = 10,
 ) -> None:
     from bespoke.export import load_model_dir
     from bespoke.targets import export_parts_for_device
@@ -141,7 +142,7 @@ def profile_device(
     for directory in directories:
         model, card = load_model_dir(directory)
         parts[str(directory)] = (model, (1, 3, card.resolution, card.resolution))
-    keys = export_parts_for_device(parts, out, threads=threads, repeats=repeats)
+    keys = export_parts_for_device(parts, out, threads=threads, repeats=repeats, warmup=warmup)
     for label, key in keys.items():
         console.print(f"{label} -> {out}/{key}.onnx")
     console.print(f"[green]wrote[/green] {out}/ (read {out}/README.txt for what to run on the board)")

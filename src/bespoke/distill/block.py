@@ -32,6 +32,7 @@ from bespoke.train import (
 )
 from bespoke.utils.device import autocast, channels_last
 from bespoke.utils.progress import make_progress
+from bespoke.utils.seed import Seed
 
 
 class DistillConfig(BaseModel):
@@ -46,7 +47,7 @@ class DistillConfig(BaseModel):
     group_size: int = Field(16, ge=1, description="alternatives trained from one shared teacher pass")
     val_images: int = Field(256, ge=0, description="held-out images for val feature loss and swap accuracy")
     max_cache_mb: float = Field(256.0, gt=0, description="cap on the held-out activation cache")
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"
 
 

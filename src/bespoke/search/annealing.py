@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bespoke.errors import BespokeError
 from bespoke.utils.progress import track
+from bespoke.utils.seed import Seed
 
 Solution = frozenset[str]
 
@@ -112,7 +113,7 @@ class AnnealConfig(BaseModel):
     t_end: float = Field(0.0005, gt=0)
     penalty: float = Field(2.0, ge=0, description="score lost per 100% budget excess")
     revert_probability: float = Field(0.3, ge=0, le=1)
-    seed: int = 0
+    seed: Seed = 0
 
 
 @dataclass

@@ -47,7 +47,7 @@ from bespoke.targets import Target, load_targets
 from bespoke.train import cpu_seconds
 from bespoke.utils.device import pick_device
 from bespoke.utils.executor import Executor, LocalExecutor, make_executor
-from bespoke.utils.seed import seed_everything
+from bespoke.utils.seed import check_seed, seed_everything
 from bespoke.zoo import apply_state_dict, get_pretrained_cfg
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def build_house(teacher: str | Path | nn.Module, *, donors: Sequence[str] = DEFA
             executor gives the same house; only this process writes it. Latency tables are always measured here,
             after distillation, so no other work shares the cores while timing.
     """
-    cfg = (distill or DistillConfig()).model_copy(update={"steps": distill_steps, "seed": seed})
+    cfg = (distill or DistillConfig()).model_copy(update={"steps": distill_steps, "seed": check_seed(seed)})
     if isinstance(executor, str):
         executor = make_executor(executor, address=ray_address)
     root = Path(out)

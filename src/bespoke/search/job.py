@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bespoke.distill import DistillConfig
 from bespoke.search.annealing import AnnealConfig
 from bespoke.train import FinetuneConfig
+from bespoke.utils.seed import Seed
 
 AlternativeKind = Literal["donor", "prune", "lowrank", "skip"]
 
@@ -41,7 +42,7 @@ class HouseSettings(BaseModel):
     train_limit: int | None = Field(None, ge=1, description="use a stratified subset of N training images")
     test_limit: int | None = Field(None, ge=1, description="evaluate on a stratified subset of N test images")
     resolution: int | None = Field(None, ge=8, le=4096, description="input size when the teacher is a zoo name")
-    seed: int = Field(0, ge=0, description="seed of sampling, initialisation and batches")
+    seed: Seed = Field(0, description="seed of sampling, initialisation and batches")
 
     def build_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`bespoke.search.build_house` (names match field by field)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from bespoke.supernet.space import SpaceOptions
+from bespoke.utils.seed import Seed
 
 
 class SupernetTrainConfig(BaseModel):
@@ -34,7 +35,7 @@ class SupernetTrainConfig(BaseModel):
                              "largest subnet is trained with label smoothing, so its confidence stays below ~0.92)")
     temperature: float = Field(1.0, gt=0, description="KD temperature")
     grad_clip: float = Field(5.0, gt=0, description="max gradient norm")
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"
     checkpoint_every: int = Field(25, ge=1, description="steps between checkpoints")
     eval_images: int = Field(1000, ge=0, description="test images for the final largest/smallest check")
@@ -77,5 +78,5 @@ class SelectConfig(BaseModel):
     budget_fill: float = Field(0.9, gt=0, le=1, description="a pick measured under this share of its budget is "
                                "searched again with a looser limit (the best pick within budget is delivered)")
     eval_limit: int | None = Field(None, ge=1, description="test images for the accuracy in the cards")
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"

@@ -12,13 +12,15 @@ text                      kind          meaning
 ``12.5`` ``20``           ``plain``     a number in the target's own unit (ms, MACs, params or bytes)
 ========================  ============  ===============================================================
 
-Numbers may use decimals and exponents (``1e6``); they must be finite and > 0.
+Numbers may use decimals and exponents (``1e6``); they must be finite and > 0 (and not subnormal). A relative
+budget lies in [0.001x, 100x]: below that no model fits, above it the budget says nothing.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -68,6 +70,9 @@ _COMPATIBLE: dict[str, tuple[BudgetKind, ...]] = {
     "bytes": ("count", "bytes", "plain"),
 }
 
+#: Smallest and largest relative budget (a fraction of the reference model's value).
+RELATIVE_RANGE = (1e-3, 100.0)
+
 BUDGET_HINT = "write e.g. 0.5x (relative), 2.0ms / 800us (latency), 20M / 1.5G (MACs or params), 4MB (memory)"
 
 
@@ -99,6 +104,12 @@ class Budget:
         amount = number * mult
         if not math.isfinite(amount) or amount <= 0.0:
             raise BespokeError(f"budget {raw!r} must be a finite number > 0", BUDGET_HINT)
+        low, high = RELATIVE_RANGE
+        if kind == "relative" and not low <= amount <= high:
+            raise BespokeError(f"relative budget {raw!r} must lie between {low:g}x and {high:g}x",
+                               "write the share of the reference model's value, e.g. 0.5x")
+        if amount < sys.float_info.min:  # subnormal: arithmetic on it loses all precision or becomes 0
+            raise BespokeError(f"budget {raw!r} is too small to compute with", BUDGET_HINT)
         return cls(text=raw, kind=kind, amount=amount)
 
     @property
@@ -132,7 +143,10 @@ class Budget:
             )
         if isinstance(reference, bool) or not math.isfinite(reference) or reference <= 0:
             raise BespokeError(f"reference value {reference!r} for budget {self.text!r} must be > 0")
-        return self.amount * float(reference)
+        value = self.amount * float(reference)
+        if not math.isfinite(value):
+            raise BespokeError(f"budget {self.text!r} of reference value {reference!r} is not a finite number")
+        return value
 
     def __str__(self) -> str:
         return self.text

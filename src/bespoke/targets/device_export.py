@@ -21,6 +21,7 @@ from torch import nn
 from bespoke.errors import BespokeError
 from bespoke.targets import device_profiler
 from bespoke.targets.onnx_io import export_onnx_bytes, overhead_onnx_bytes, part_key
+from bespoke.targets.spec import check_run_settings
 from bespoke.targets.table import TableLookup
 from bespoke.utils.atomic import write_bytes, write_json, write_text
 
@@ -39,8 +40,8 @@ device_profiler.py, which needs only Python 3.8+, onnxruntime and numpy. Then:
        pip install onnxruntime numpy
   3. on the board (otherwise idle), measure with the target's threads and batch:
        cd bespoke-parts
-       python3 device_profiler.py . --threads {threads} --batch {batch} --repeats {repeats} \\
-           --out latencies.csv
+       python3 device_profiler.py . --threads {threads} --batch {batch} --warmup {warmup} \\
+           --repeats {repeats} --out latencies.csv
   4. bring the table (and its settings sidecar) back, next to your targets.yaml:
        scp user@board:bespoke-parts/latencies.csv user@board:bespoke-parts/latencies.csv.json .
   5. add a target to targets.yaml:
@@ -80,13 +81,15 @@ def export_parts_for_device(
     threads: int = 1,
     batch: int = 1,
     repeats: int = 50,
+    warmup: int = 10,
 ) -> dict[str, str]:
     """Write ``out_dir`` for the board (see the module docstring); return ``{label: part_key}``.
 
     ``parts`` maps a label of your choice to a module (measured at ``input_shape``) or to ``(module, shape)``.
-    Parts with the same structure and shape share one key and one file. ``threads``, ``batch`` and ``repeats``
-    only fill in the command in README.txt.
+    Parts with the same structure and shape share one key and one file. ``threads``, ``batch``, ``repeats`` and
+    ``warmup`` only fill in the command in README.txt; they are checked like a target's before anything is written.
     """
+    check_run_settings("device profiling", threads=threads, batch=batch, warmup=warmup, repeats=repeats)
     if not parts:
         raise BespokeError("no parts to export for the device")
     out = Path(out_dir)
@@ -107,7 +110,8 @@ def export_parts_for_device(
     write_bytes(out / f"{device_profiler.OVERHEAD_KEY}.onnx", overhead_onnx_bytes())
     write_text(out / PROFILER_FILE, profiler_source())
     write_json(out / "parts.json", manifest)
-    write_text(out / "README.txt", device_profiler_help(out, threads=threads, batch=batch, repeats=repeats))
+    write_text(out / "README.txt", device_profiler_help(out, threads=threads, batch=batch, repeats=repeats,
+                                                                warmup=warmup))
     return keys
 
 

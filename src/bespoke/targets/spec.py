@@ -3,7 +3,7 @@
 Example ``targets.yaml``::
 
     targets:
-      - name: cpu1-half        # also the output sub-directory name: [A-Za-z0-9_.-]+
+      - name: cpu1-half        # also the output sub-directory name: 1-64 of [A-Za-z0-9_.-], not starting with '.'
         runtime: onnxruntime   # onnxruntime | torch | table | macs | params | memory
         threads: 1
         batch: 1
@@ -17,6 +17,7 @@ Example ``targets.yaml``::
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -43,7 +44,14 @@ _UNITS: dict[str, str] = {
     "params": "params",
     "memory": "bytes",
 }
-_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
+NAME_RULE = "1-64 letters, digits, '_', '.' or '-', not starting with '.'"
+#: Largest thread count a target may ask for: more intra-op threads than any edge CPU has only stalls the host.
+MAX_THREADS = 256
+#: Largest measured batch: an edge target runs a few images at a time; bigger batches exhaust the host's memory.
+MAX_BATCH = 256
+#: Largest number of untimed or timed runs per measurement.
+MAX_RUNS = 100_000
 
 
 class Target(BaseModel):
@@ -51,22 +59,22 @@ class Target(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=_NAME_PATTERN, description="target name; also the output sub-directory name")
+    name: str = Field(description="target name; also the output sub-directory name")
     runtime: Runtime
-    threads: int = Field(default=1, ge=1, description="intra-op threads (latency runtimes)")
-    batch: int = Field(default=1, ge=1, description="batch size of the measured input")
+    threads: int = Field(default=1, ge=1, le=MAX_THREADS, strict=True, description="intra-op threads (latency "
+                         "runtimes)")
+    batch: int = Field(default=1, ge=1, le=MAX_BATCH, strict=True, description="batch size of the measured input")
     opt_level: OptLevel = Field(default="all", description="onnxruntime graph optimisation level")
     budget: Budget | None = Field(default=None, description="0.5x (relative), 2.0ms, 20M, 4MB or a number")
     table: Path | None = Field(default=None, description="latency CSV measured on the device (runtime table)")
-    warmup: int = Field(default=10, ge=0, description="untimed runs before timing")
-    repeats: int = Field(default=50, ge=1, description="timed runs")
+    warmup: int = Field(default=10, ge=0, le=MAX_RUNS, strict=True, description="untimed runs before timing")
+    repeats: int = Field(default=50, ge=1, le=MAX_RUNS, strict=True, description="timed runs")
     description: str = ""
 
     @field_validator("name")
     @classmethod
-    def _not_dots(cls, value: str) -> str:
-        if value in (".", ".."):
-            raise ValueError(f"{value!r} cannot be a directory name")
+    def _folder_name(cls, value: str) -> str:
+        check_folder_name(value)
         return value
 
     @model_validator(mode="after")
@@ -94,6 +102,26 @@ class Target(BaseModel):
     def resolve_budget(self, reference: float | None) -> float | None:
         """The absolute budget in :attr:`unit` (``None`` without one); a relative one needs ``reference``."""
         return None if self.budget is None else self.budget.resolve(reference, self.unit)
+
+
+def check_folder_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is safe as one folder name on every file system (see NAME_RULE)."""
+    if _NAME_PATTERN.fullmatch(name) is None:
+        shown = f"{name[:24]!r}... ({len(name)} characters)" if len(name) > 32 else repr(name)
+        raise ValueError(f"{shown} must be {NAME_RULE} (it becomes a folder name)")
+
+
+def check_run_settings(source: str, **settings: Any) -> None:
+    """One-line ``BespokeError`` unless ``settings`` (threads, batch, warmup, repeats) are valid for a target.
+
+    For measurements set up outside a targets file (the board's profiler command), so they obey the same bounds.
+    """
+    try:
+        Target.model_validate({"name": "settings", "runtime": "onnxruntime", **settings})
+    except ValidationError as exc:
+        message, _ = _condense(exc)
+        raise BespokeError(f"{source}: {message}", f"threads 1..{MAX_THREADS}, batch 1..{MAX_BATCH}, warmup "
+                                                   f"0..{MAX_RUNS}, repeats 1..{MAX_RUNS}") from None
 
 
 def targets_from_dicts(
@@ -170,7 +198,8 @@ _YAML_HINT = "expected 'targets:' and a list like '- {name: cpu1, runtime: onnxr
 
 def _label(item: Any, index: int) -> str:
     name = item.get("name") if isinstance(item, Mapping) else None
-    return f"target {short_repr(name)} (#{index + 1})" if isinstance(name, str) else f"target #{index + 1}"
+    shown = isinstance(name, str) and len(name) <= 64  # a longer one is shortened where its error is told
+    return f"target {name!r} (#{index + 1})" if shown else f"target #{index + 1}"
 
 
 def _condense(exc: ValidationError) -> tuple[str, str | None]:
@@ -191,7 +220,7 @@ def _condense(exc: ValidationError) -> tuple[str, str | None]:
             hint = hint or (BUDGET_HINT if msg.startswith("budget") else None)
         else:
             got = err.get("input")
-            plain = isinstance(got, (str, int, float)) and not isinstance(got, bool)
+            plain = isinstance(got, (str, int, float))  # bools too: `threads: true`
             shown = f" (got {short_repr(got)})" if plain and short_repr(got) not in msg else ""
             problems.append(f"key {key!r}: {msg}{shown}")
             hint = hint or (BUDGET_HINT if key == "budget" else None)

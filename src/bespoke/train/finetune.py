@@ -34,7 +34,7 @@ from bespoke.train.optim import make_optimizer, make_scheduler
 from bespoke.utils.device import autocast, channels_last, pick_device
 from bespoke.utils.distributed import DistContext
 from bespoke.utils.progress import make_progress
-from bespoke.utils.seed import rng_state, seed_everything, set_rng_state
+from bespoke.utils.seed import Seed, rng_state, seed_everything, set_rng_state
 
 
 class FinetuneConfig(BaseModel):
@@ -51,7 +51,7 @@ class FinetuneConfig(BaseModel):
     augment: Literal["none", "flip", "weak", "strong"] = "weak"
     kd_weight: float = Field(0.0, ge=0, le=1, description="weight of the KD term when a teacher is given")
     kd_temperature: float = Field(4.0, gt=0, le=100)
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"
     checkpoint_every: int = Field(50, ge=1, description="steps between mid-epoch checkpoints")
     eval_batch_size: int = Field(256, ge=1)

@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 import random
+from typing import Annotated
 
 import numpy as np
 import torch
+from pydantic import Field
+
+from bespoke.errors import BespokeError
+
+#: Largest seed a user may give: NumPy takes 32-bit seeds, and derived seeds (``seed * 1_000_003 + i``) must still
+#: fit torch's 64-bit generators.
+MAX_SEED = 2**32 - 1
+SEED_RULE = f"a seed is a whole number from 0 to {MAX_SEED}"
+
+#: A user-given seed in a pydantic model: a whole number (no bool) in 0..MAX_SEED.
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED, strict=True, description=SEED_RULE)]
+
+
+def check_seed(seed: int, what: str = "seed") -> int:
+    """``seed`` itself when it is a valid user seed (see :data:`Seed`), else a ``BespokeError``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise BespokeError(f"{what} {seed!r:.40} is out of range", SEED_RULE)
+    return seed
 
 
 def seed_everything(seed: int) -> torch.Generator:

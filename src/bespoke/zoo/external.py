@@ -25,7 +25,7 @@ def _timm_entry(arch: str) -> ModelEntry:
         classifier=str(pcfg.get("classifier", "classifier")), license=str(pcfg.get("license", "unknown")),
     )
     return ModelEntry(cfg=cfg, build=lambda n: timm.create_model(arch, pretrained=False, num_classes=n),
-                      pretrained_state=None)
+                      pretrained_state=None, probe_input=True)
 
 
 def _torchvision_entry(arch: str) -> ModelEntry:
@@ -34,7 +34,7 @@ def _torchvision_entry(arch: str) -> ModelEntry:
                            "see torchvision.models.list_models() for names")
     cfg = PretrainedCfg(name=f"torchvision:{arch}", family=arch, source="local weights file (torchvision arch)")
     return ModelEntry(cfg=cfg, build=lambda n: torchvision.models.get_model(arch, weights=None, num_classes=n),
-                      pretrained_state=None)
+                      pretrained_state=None, probe_input=True)
 
 
 register_prefix("timm", _timm_entry)

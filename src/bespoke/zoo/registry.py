@@ -28,6 +28,9 @@ class ModelEntry:
     cfg: PretrainedCfg
     build: Callable[[int], nn.Module]
     pretrained_state: Callable[[], dict[str, torch.Tensor]] | None
+    #: run one forward at the requested resolution when built: other libraries' architectures may take only some
+    #: input sizes (a ViT its own), and that must fail here, in one line, not at the first training step
+    probe_input: bool = False
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -136,4 +139,21 @@ def _create(name: str, *, num_classes: int | None, pretrained: bool, resolution:
         reset_head(model, num_classes)
     if bn_momentum is not None:
         set_bn_momentum(model, bn_momentum)
+    if entry.probe_input:
+        check_input_size(model, name, resolution, entry.cfg.native_resolution)
     return model
+
+
+def check_input_size(model: nn.Module, name: str, resolution: int, native: int) -> None:
+    """Raise ``BespokeError`` when ``model`` cannot run on a ``resolution`` px image (one eval forward, batch 1)."""
+    was_training = model.training  # a model fresh from its builder: every module has this same flag
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, resolution, resolution))
+    except (AssertionError, RuntimeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:160].rstrip(".") or type(exc).__name__
+        raise BespokeError(f"{name} does not accept {resolution} px input ({reason})",
+                           f"use its native resolution: --resolution {native}") from None
+    finally:
+        model.train(was_training)
