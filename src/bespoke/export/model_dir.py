@@ -16,6 +16,7 @@ from bespoke.export.builders import build_arch
 from bespoke.export.card import ModelCard
 from bespoke.export.onnx_export import OPSET, export_onnx
 from bespoke.utils.atomic import save_safetensors, write_text
+from bespoke.utils.lock import locks_output
 from bespoke.zoo import apply_state_dict, load_state_dict
 
 WEIGHTS, ONNX, CARD, CARD_MD = "model.safetensors", "model.onnx", "card.json", "card.md"
@@ -44,6 +45,7 @@ def count_macs(model: nn.Module, resolution: int) -> int:
     return total
 
 
+@locks_output("directory")
 def save_model_dir(directory: str | Path, model: nn.Module, card: ModelCard, *, tolerance: float = 1e-4
                    ) -> ModelCard:
     """Write weights, verified ONNX and the card (params, MACs, ONNX diff filled in); returns the final card."""
