@@ -549,14 +549,21 @@ def test_read_only_out_monkeypatched(tmp_path, capsys, monkeypatch):
     read_only_scenario(tmp_path, disk, capsys, monkeypatch, lambda: _read_only_below(monkeypatch, disk))
 
 
-def test_a_write_error_outside_the_atomic_writers_is_one_line(tmp_path, capsys, monkeypatch):
-    """The CLI's boundary: an ENOSPC/EROFS/EACCES from any write (a library writing its own file) is one line."""
+@pytest.mark.parametrize(("error", "needles"), [
+    (OSError(errno.ENOSPC, "No space left on device", "F"), ("cannot write F: No space left on device",
+                                                            "free some space")),
+    (OSError(errno.EROFS, "Read-only file system", "F"), ("cannot write F: Read-only file system",
+                                                         "writable directory")),
+    (PermissionError(errno.EACCES, "Permission denied", "F"), ("cannot access F: Permission denied",
+                                                              "check the permissions")),
+], ids=["ENOSPC", "EROFS", "EACCES"])
+def test_a_filesystem_error_outside_the_atomic_writers_is_one_line(error, needles, tmp_path, capsys, monkeypatch):
+    """The CLI's boundary: such an error from any file operation (a library writing its own file) is one line."""
     import bespoke.pipeline
 
-    def denied(job):
-        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "cache" / "x.bin"))
+    def fails(job):
+        raise error
 
-    monkeypatch.setattr(bespoke.pipeline, "run_finetune", denied)
+    monkeypatch.setattr(bespoke.pipeline, "run_finetune", fails)
     code, err, caught = cli(["finetune", "--out", str(tmp_path / "out")], capsys)
-    one_error_line(code, err, caught, f"cannot write {tmp_path / 'cache' / 'x.bin'}: Permission denied",
-                   "writable directory")
+    one_error_line(code, err, caught, *needles)

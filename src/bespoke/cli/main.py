@@ -204,7 +204,8 @@ def _add_engine_commands() -> None:
 _add_engine_commands()
 
 
-WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # only a write fails so
+ACCESS_ERRNOS = (errno.EACCES, errno.EPERM)  # a read or a write
 
 
 def main() -> None:
@@ -219,10 +220,14 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except OSError as exc:
-        if exc.errno not in WRITE_ERRNOS:
+        # a write outside bespoke.utils.atomic (a folder made, a library's own file): the line the writers say
+        if exc.errno in WRITE_ERRNOS:
+            print(f"error: {write_error(Path(exc.filename or '?'), exc)}", file=sys.stderr)
+        elif exc.errno in ACCESS_ERRNOS:
+            print(f"error: cannot access {exc.filename or '?'}: {exc.strerror} (check the permissions of that file "
+                  "and its folders)", file=sys.stderr)
+        else:
             raise
-        # a write outside bespoke.utils.atomic (a folder made, a library's own file): the same line it would say
-        print(f"error: {write_error(Path(exc.filename or '?'), exc)}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
