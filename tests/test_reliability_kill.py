@@ -43,6 +43,7 @@ import bespoke.search.build as build_module
 from bespoke.errors import BespokeError
 from bespoke.export import ModelCard, zoo_arch_config
 from bespoke.utils import atomic
+from bespoke.utils.lock import LOCK_FILE
 from bespoke.zoo import create_model
 from tests.test_cli import run_cli
 
@@ -149,13 +150,15 @@ def _fork_server() -> multiprocessing.context.BaseContext:
 
 
 class Killer(threading.Thread):
-    """Runs ``bespoke ARGS`` in another process and SIGKILLs it once ``progress()`` reaches ``at`` (+ ``delay`` s)."""
+    """Runs ``bespoke ARGS`` in another process and sends it ``sig`` (SIGKILL unless told) once ``progress()``
+    reaches ``at`` (+ ``delay`` s)."""
 
-    def __init__(self, args: list[str], cwd: Path, progress: Callable[[], int], at: int, delay: float) -> None:
+    def __init__(self, args: list[str], cwd: Path, progress: Callable[[], int], at: int, delay: float,
+                 sig: signal.Signals = signal.SIGKILL) -> None:
         super().__init__(daemon=True)
-        self.log = cwd / f"killed-{at}.log"
+        self.log = cwd / f"killed-{sig.name}-{at}.log"
         self.proc = _fork_server().Process(target=cli_process, args=(args, cwd, self.log), daemon=True)
-        self.progress, self.at, self.delay = progress, at, delay
+        self.progress, self.at, self.delay, self.sig = progress, at, delay, sig
         self.outcome = "running"
 
     def run(self) -> None:
@@ -172,15 +175,16 @@ class Killer(threading.Thread):
             time.sleep(0.002)
         time.sleep(self.delay)
         alive = self.proc.is_alive()
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.join()
+        os.kill(self.proc.pid, self.sig)
+        self.proc.join(KILL_TIMEOUT_S)
         self.outcome = "killed" if alive else "finished before the kill"
 
     def check(self) -> None:
         self.join(KILL_TIMEOUT_S)
         log = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
         assert self.outcome == "killed", f"{self.outcome} (at={self.at}, delay={self.delay:.3f}):\n{log}"
-        assert self.proc.exitcode == -signal.SIGKILL
+        # SIGKILL ends the process where it is; SIGINT/SIGTERM end `bespoke` with exit code 128 + the signal
+        assert self.proc.exitcode == (-self.sig if self.sig == signal.SIGKILL else 128 + self.sig), log
 
 
 # ------------------------------------------------------------------------------------------------ files
@@ -190,6 +194,8 @@ def load_every_file(root: Path) -> list[Path]:
 
     temps = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.name == LOCK_FILE:
+            continue  # a killed run's lock: released by the kernel, not output
         if path.name.startswith(".") and path.name.endswith(".tmp"):
             temps.append(path)
         elif path.suffix == ".json":

@@ -32,6 +32,25 @@ class DivergenceError(BespokeError):
         self.value = value
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived (raised by the CLI's signal handler); the CLI prints one line and exits 128+signal.
+
+    A ``BaseException`` like ``KeyboardInterrupt``, so the ``except Exception`` that keep one broken alternative or
+    engine from costing the rest let it through: an interrupted run stops, it does not record work as failed.
+    """
+
+    def __init__(self, signal_name: str, signal_number: int, during: str = "") -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.signal_number = signal_number
+        self.during = during
+
+    def __str__(self) -> str:
+        where = f" during {self.during}" if self.during else ""
+        return (f"interrupted ({self.signal_name}){where}; finished work and the last checkpoint are kept "
+                "(run the same command again to resume)")
+
+
 def _rebuild(cls: type[BespokeError], args: tuple, state: dict) -> BespokeError:
     exc = cls.__new__(cls)
     exc.args = args

@@ -21,6 +21,7 @@ from bespoke.errors import BespokeError
 from bespoke.export import read_card
 from bespoke.report import LATENCY_1T, ResultRow, row_from_card
 from bespoke.utils.atomic import write_json
+from bespoke.utils.lock import locks_output
 
 PRESET_SNAPSHOT = "preset.json"
 
@@ -37,6 +38,7 @@ class BenchResults:
     files: dict[str, Path] = field(default_factory=dict)
 
 
+@locks_output("out")
 def run_bench(preset: str | Path | BenchPreset = "fashion-mnist", out: str | Path = "benchmarks/results",
               smoke: bool = False, *, engines: Mapping[str, EngineStage] | None = None,
               remeasure: bool = False, log: Callable[[str], None] = print) -> BenchResults:

@@ -19,6 +19,7 @@ from bespoke.distill import DistillConfig
 from bespoke.errors import BespokeError
 from bespoke.search.annealing import AnnealConfig
 from bespoke.search.job import DEFAULT_RETRAIN, BlockJob, HouseSettings, SearchSettings
+from bespoke.utils.lock import locks_output
 
 house_app = typer.Typer(help="Model houses: alternatives for every span of a teacher (block engine).",
                         no_args_is_help=True)
@@ -153,6 +154,7 @@ def search_command(
     console.print(f"[green]report[/green] {report}")
 
 
+@locks_output("out")
 def write_block_report(out: Path, directories: list[Path]) -> Path:
     """``OUT/report.md`` + ``OUT/pareto.png`` via bespoke.report (standard ORT 1/2-thread measurements)."""
     from bespoke.bench.measuring import measurement_targets

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bespoke.errors import BespokeError
+from bespoke.errors import BespokeError, Interrupted
 
 app = typer.Typer(
     name="bespoke", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -201,16 +205,68 @@ def _add_engine_commands() -> None:
 _add_engine_commands()
 
 
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # only a write fails so
+ACCESS_ERRNOS = (errno.EACCES, errno.EPERM)  # a read or a write
+
+
 def main() -> None:
-    """Console-script entry: user errors become one line on stderr and exit code 2."""
+    """Console-script entry: user errors become one line on stderr and exit code 2; SIGINT/SIGTERM one line and
+    128 + the signal's number, after the command's own cleanup (temporary files removed, the output lock released)."""
+    from bespoke.utils.atomic import write_error
+
     try:
-        app()
+        with _signals_interrupt():
+            app()
     except BespokeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
-        sys.exit(130)
+    except OSError as exc:
+        # a write outside bespoke.utils.atomic (a folder made, a library's own file): the line the writers say
+        if exc.errno in WRITE_ERRNOS:
+            print(f"error: {write_error(Path(exc.filename or '?'), exc)}", file=sys.stderr)
+        elif exc.errno in ACCESS_ERRNOS:
+            print(f"error: cannot access {exc.filename or '?'}: {exc.strerror} (check the permissions of that file "
+                  "and its folders)", file=sys.stderr)
+        else:
+            raise
+        sys.exit(2)
+    except Interrupted as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(128 + exc.signal_number)
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` in the main thread while the command runs (previous handlers
+    restored after). A second signal while the first unwinds takes the default action: killed at once, which is
+    safe (every write is atomic) if cleanup hangs."""
+    def handler(signum: int, frame: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        raise Interrupted(signal.Signals(signum).name, signum, _running_command())
+
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread (an embedding program): its own handlers stay
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _running_command() -> str:
+    """``supernet train``, ``house build``, ...: the command the arguments name (the leading subcommand words)."""
+    command, names = typer.main.get_command(app), []
+    for word in sys.argv[1:]:
+        sub = getattr(command, "commands", {}).get(word)
+        if sub is None:
+            break
+        command = sub
+        names.append(word)
+    return " ".join(names)
 
 
 if __name__ == "__main__":

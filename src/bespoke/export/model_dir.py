@@ -19,6 +19,7 @@ from bespoke.export.card import CARD_FORMAT, ModelCard
 from bespoke.export.onnx_export import OPSET, verified_onnx_bytes
 from bespoke.targets.measure import cpu_model
 from bespoke.utils.atomic import replace_files, safetensors_bytes, write_bytes
+from bespoke.utils.lock import locks_output
 from bespoke.zoo import apply_state_dict, load_state_dict
 
 WEIGHTS, ONNX, CARD, CARD_MD = "model.safetensors", "model.onnx", "card.json", "card.md"
@@ -38,6 +39,7 @@ def count_macs(model: nn.Module, resolution: int) -> int:
     return targets.count_macs(model, (1, 3, resolution, resolution))[0]
 
 
+@locks_output("directory")
 def save_model_dir(directory: str | Path, model: nn.Module, card: ModelCard, *, tolerance: float = 1e-4
                    ) -> ModelCard:
     """Write weights, verified ONNX and the card (params, MACs, ONNX diff filled in); returns the final card.

@@ -25,7 +25,7 @@ from bespoke.errors import BespokeError
 from bespoke.export import build_arch
 from bespoke.graph import Segmentation, Span, span_of
 from bespoke.house.alternatives import build_alternative
-from bespoke.house.index import Entry, HouseIndex
+from bespoke.house.index import INDEX_FILE, Entry, HouseIndex
 from bespoke.house.module import count_params
 from bespoke.house.sources import TEACHER, SourceSet
 from bespoke.house.teacher import TeacherInfo
@@ -156,7 +156,16 @@ class House:
         return self.index.with_status(*statuses) if statuses else list(self.index.entries)
 
     def weights_path(self, alt_id: str) -> Path:
-        return self.root / ALT_DIR / f"{alt_id}.safetensors"
+        return self.inside(f"{ALT_DIR}/{alt_id}.safetensors", f"alternative {alt_id!r}")
+
+    def inside(self, relative: str, what: str) -> Path:
+        """``root / relative``, refused unless it resolves inside the house (an index names files to read and,
+        on a resumed build, to write; symlinks included, neither may lead elsewhere)."""
+        path = self.root / relative
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise BespokeError(f"{what}: {relative!r} in {self.root / INDEX_FILE} points outside the house",
+                               "rebuild the house into a fresh --out")
+        return path
 
     def load_alternative(self, alt_id: str) -> nn.Module:
         """A finished alternative rebuilt from its recipe and weights (eval mode)."""
@@ -165,7 +174,7 @@ class House:
             raise BespokeError(f"alternative {alt_id} is {entry.status}, not trained",
                                "finish the house build (rerun it) first")
         module = build_alternative(entry.recipe, self.sources())
-        path = self.root / entry.file
+        path = self.inside(entry.file, f"alternative {alt_id!r}")
         apply_state_dict(module, load_file(str(path)), source=str(path))
         return module.eval()
 

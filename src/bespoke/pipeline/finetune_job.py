@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,6 +11,7 @@ from bespoke.data import load_dataset
 from bespoke.export import ModelCard, check_out_dir, save_model_dir, zoo_arch_config
 from bespoke.train import FinetuneConfig, FinetuneResult, finetune
 from bespoke.utils.distributed import DistContext, distributed
+from bespoke.utils.lock import output_lock
 from bespoke.zoo import create_model, get_pretrained_cfg
 
 
@@ -35,11 +37,16 @@ def run_finetune(job: FinetuneJob, *, dist: DistContext | None = None) -> tuple[
 
     Resumes from ``job.out/checkpoints`` when a previous run was interrupted. ``dist``: the data-parallel context;
     by default read from torchrun's environment (a single process without it). Rank 0 exports and writes the
-    model directory; every rank returns its card.
+    model directory; every rank returns its card. Refused while another run writes ``job.out``.
     """
     if dist is None:
         with distributed(job.train.device) as ctx:
             return run_finetune(job, dist=ctx)
+    with output_lock(job.out) if dist.is_main else contextlib.nullcontext():
+        return _finetune_and_save(job, dist)
+
+
+def _finetune_and_save(job: FinetuneJob, dist: DistContext) -> tuple[ModelCard, FinetuneResult]:
     check_out_dir(job.out, "finetune")
     splits = load_dataset(job.data, resolution=job.resolution, seed=job.train.seed, val_fraction=job.val_fraction,
                           train_limit=job.train_limit, test_limit=job.test_limit)

@@ -47,6 +47,7 @@ from bespoke.targets import Target, load_targets
 from bespoke.train import cpu_seconds
 from bespoke.utils.device import pick_device
 from bespoke.utils.executor import Executor, LocalExecutor, make_executor
+from bespoke.utils.lock import locks_output
 from bespoke.utils.seed import check_seed, seed_everything
 from bespoke.zoo import apply_state_dict, get_pretrained_cfg
 
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DONORS = ("efficientnet_lite0", "mobilenet_v2")
 
 
+@locks_output("out")
 def build_house(teacher: str | Path | nn.Module, *, donors: Sequence[str] = DEFAULT_DONORS,
                 data: DataSplits | str, out: str | Path, targets: Sequence[Target] | str | Path | None = None,
                 size: int = 100, max_span: int = 3, distill_steps: int = 200, seed: int = 0,

@@ -27,6 +27,7 @@ from bespoke.search.select import TargetSearch, search_target
 from bespoke.targets import Measurement, Target, export_onnx_bytes, load_targets, measure, measure_paired
 from bespoke.train import FinetuneConfig, FinetuneResult, finetune
 from bespoke.utils.atomic import write_json
+from bespoke.utils.lock import locks_output
 
 log = logging.getLogger(__name__)
 WORK_DIR = ".work"
@@ -113,6 +114,7 @@ def _measure_delivered(house: House, target: Target, student: nn.Module, out_dir
     return m, float(m.details["reference_now_ms"])
 
 
+@locks_output("out")
 def search_and_deliver(house: House | str | Path, targets: Sequence[Target] | str | Path, *, out: str | Path,
                        data: DataSplits | str | None = None, anneal_config: AnnealConfig | None = None,
                        retrain: FinetuneConfig | dict[str, Any] | None = None, eval_images: int = 256,

@@ -62,6 +62,7 @@ from bespoke.targets.measure import image_shape
 from bespoke.train import cpu_seconds
 from bespoke.utils.atomic import write_json
 from bespoke.utils.device import pick_device
+from bespoke.utils.lock import locks_output
 
 SHARED = "shared:"  # cost_cpu_s keys of work shared by all targets (bespoke.report's SHARED_COST_PREFIX)
 
@@ -349,6 +350,7 @@ def delivered_before(model_dir: Path, target: Target, table: CostTable, supernet
                         float(card.cost_cpu_s["select"]), float(p.get("select_wall_s", 0.0)))
 
 
+@locks_output("out")
 def select_subnets(supernet: str | Path, targets: list[Target] | str | Path, out: str | Path, *,
                    config: SelectConfig | None = None, data: DataSource | None = None) -> SelectResult:
     """Deliver one verified model directory per target under ``out`` (+ report.md, pareto.png, selection.json).

@@ -14,6 +14,7 @@ rank 0 alone writes checkpoints and the supernet directory while the others wait
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from bespoke.supernet.stream import BatchStream
 from bespoke.train import Checkpointer, check_finite, cpu_seconds, make_optimizer, make_scheduler
 from bespoke.utils.device import autocast
 from bespoke.utils.distributed import DistContext, distributed
+from bespoke.utils.lock import output_lock
 from bespoke.utils.progress import make_progress
 from bespoke.utils.seed import rng_state, seed_everything, set_rng_state
 
@@ -241,6 +243,12 @@ def train_supernet(job: SupernetJob, *, data: DataSource | None = None, callback
     if dist is None:
         with distributed(job.train.device) as ctx:
             return train_supernet(job, data=data, callback=callback, dist=ctx)
+    with output_lock(job.out) if dist.is_main else contextlib.nullcontext():
+        return _train(job, data, callback, dist)
+
+
+def _train(job: SupernetJob, data: DataSource | None, callback: StepCallback | None,
+           dist: DistContext) -> SupernetResult:
     finished = dist.broadcast_object(_finished(job) if dist.is_main else None)
     if isinstance(finished, BespokeError):
         raise finished

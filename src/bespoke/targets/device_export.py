@@ -24,6 +24,7 @@ from bespoke.targets.onnx_io import export_onnx_bytes, overhead_onnx_bytes, part
 from bespoke.targets.spec import check_run_settings
 from bespoke.targets.table import TableLookup
 from bespoke.utils.atomic import write_bytes, write_json, write_text
+from bespoke.utils.lock import locks_output
 
 PROFILER_FILE = "device_profiler.py"
 PartSpec = nn.Module | tuple[nn.Module, Sequence[int]]
@@ -73,6 +74,7 @@ def profiler_source() -> str:
     return Path(device_profiler.__file__).read_text(encoding="utf-8")
 
 
+@locks_output("out_dir")
 def export_parts_for_device(
     parts: Mapping[str, PartSpec],
     out_dir: str | os.PathLike[str],

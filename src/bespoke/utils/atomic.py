@@ -4,16 +4,20 @@ A reader (or a resumed job) therefore sees either the old complete file or the n
 A process killed mid-write (SIGKILL, power loss) leaves its hidden temporary ``.<name>.<pid>-<random>.tmp``; the next
 write of the same file removes such leftovers of dead processes, so a resumed job ends with no stray files. A write
 that fails (disk full, read-only folder, a file where a folder should be) raises one ``BespokeError`` naming the
-file, with the temporary file removed and the previous version of the file untouched.
+file, with the temporary file removed and the previous version of the file untouched. SIGINT and SIGTERM wait
+until a write is complete: the CLI turns them into an exception, which must not surface inside a library's
+writer (``torch.save`` would report it as a corrupt zip) or between the rename and its bookkeeping.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import re
+import signal
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,6 +29,7 @@ from safetensors.torch import save as st_save
 from bespoke.errors import BespokeError
 
 _TEMP_TAIL = re.compile(r"(?P<pid>\d+)-[a-z0-9_]+\.tmp")
+_DEFERRED = {signal.SIGINT, signal.SIGTERM}
 
 
 @contextlib.contextmanager
@@ -34,7 +39,23 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     Raises:
         BespokeError: the file could not be written (any ``OSError``: no space left, permissions, ...).
     """
-    path = Path(path)
+    with _signals_deferred():
+        with _atomic_path(Path(path)) as tmp:
+            yield tmp
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Block SIGINT/SIGTERM in this thread for the block; one that arrived meanwhile is delivered at its end."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def _atomic_path(path: Path) -> Iterator[Path]:
     tmp_path = _temp_beside(path)
     try:
         yield tmp_path
@@ -73,6 +94,11 @@ def replace_files(files: Mapping[str | os.PathLike[str], bytes], *, marker: str 
     Raises:
         BespokeError: a file could not be written.
     """
+    with _signals_deferred():
+        _replace_files(files, marker)
+
+
+def _replace_files(files: Mapping[str | os.PathLike[str], bytes], marker: str | os.PathLike[str] | None) -> None:
     staged: list[tuple[Path, Path]] = []
     current: Path | None = None
     try:
@@ -140,7 +166,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+def write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -> None:
     """Atomically write ``data`` to ``path``."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -171,10 +197,13 @@ def safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str] |
 def torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """Atomically ``torch.save`` a checkpoint made only of tensors and plain containers.
 
-    Such a file loads back with ``torch.load(weights_only=True)``: no pickled code can run.
+    Such a file loads back with ``torch.load(weights_only=True)``: no pickled code can run. Serialised in memory
+    first: torch's zip writer turns a write error on a full disk into an opaque ``RuntimeError``; written here, it
+    is an ``OSError`` and one clear message.
     """
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(obj, fh)  # through a Python file: a full disk raises OSError, not an opaque RuntimeError
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def _json_default(obj: Any) -> Any:
