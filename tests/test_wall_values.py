@@ -229,6 +229,19 @@ def measure_threads_too_many_in_preset(w, tmp):
             ("measure.threads.1", "less than or equal to 256"))
 
 
+# ------------------------------------------------------------------------------- values typer cannot parse
+@case
+def option_value_not_an_integer(w, tmp):
+    return (["profile-device", str(w.model), "--out", str(tmp / "parts"), "--threads", "true"], tmp / "parts",
+            ("Invalid value for '--threads'", "valid integer", "see `bespoke profile-device --help`"))
+
+
+@case
+def unknown_option(w, tmp):
+    argv, marker = _finetune(w, tmp)
+    return [*argv, "--learning-rate", "1"], marker, ("No such option: --learning-rate", "bespoke finetune --help")
+
+
 # -------------------------------------------------------------------------------------------- profile-device
 @case
 def profile_device_negative_threads_zero_repeats(w, tmp):

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.exceptions import TyperException
 
 from bespoke.errors import BespokeError, Interrupted
 
@@ -216,7 +217,16 @@ def main() -> None:
 
     try:
         with _signals_interrupt():
-            app()
+            code = app(standalone_mode=False, prog_name="bespoke")
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except TyperException as exc:  # the command line itself: unknown option, a value typer cannot parse
+        message = " ".join(exc.format_message().split()) if hasattr(exc, "format_message") else ""
+        if not message:  # no arguments: the help was printed
+            sys.exit(getattr(exc, "exit_code", 2))
+        ctx = getattr(exc, "ctx", None)
+        print(f"error: {message} (see `{ctx.command_path if ctx else 'bespoke'} --help`)", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
     except BespokeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
