@@ -177,7 +177,8 @@ def test_prune_and_distill_writes_a_model_dir_and_resumes_the_search(tmp_path: P
     assert card.engine == "baseline-pruned" and card.target == "macs-half"
     assert card.macs is not None and card.macs <= budget.value
     assert set(card.cost_cpu_s) == {"prune_search", "kd_finetune", "export"}
-    assert (card.model_extra or {}).get("method") == "pruned+KD"
+    assert card.method == "pruned+KD"
+    assert card.delivery.target == "macs-half" and card.delivery.meets_budget and card.delivery.attempts >= 1
     assert (tmp_path / "p" / SEARCH_FILE).is_file()
     n_probes = len(calls)
     again = prune_and_distill(teacher, tiny_data(), cfg, tmp_path / "p", measure=measure, budget=budget,

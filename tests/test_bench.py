@@ -23,12 +23,13 @@ from bespoke.bench.engines import engine_stages, missing_reason, run_engine_stag
 from bespoke.bench.preset import preset_path
 from bespoke.bench.run import _claim_out_dir
 from bespoke.errors import BespokeError
-from bespoke.export import ModelCard, write_card
+from bespoke.export import Delivery, ModelCard, write_card
 
 
 def card(cost: float = 10.0, target: str | None = None) -> ModelCard:
     return ModelCard(arch="a", arch_config={"builder": "zoo"}, engine="e", num_classes=2, resolution=8,
-                     mean=(0.5,) * 3, std=(0.5,) * 3, target=target,
+                     mean=(0.5,) * 3, std=(0.5,) * 3,
+                     delivery=Delivery(target=target, unit="ms") if target else None,
                      cost_cpu_s={"train": cost, "shared:prep": 1000.0})
 
 
@@ -236,16 +237,17 @@ def test_demo_preset_takes_the_flags_and_validates(tmp_path):
 
 def test_engine_prediction_is_put_on_the_bench_scale() -> None:
     from bespoke.bench.measuring import prediction_on_scale
-    from bespoke.export import PRED_REFERENCE, ModelCard
+    from bespoke.export import Delivery, ModelCard
 
     def card(**kw: object) -> ModelCard:
+        delivery = Delivery(target="t", unit="ms", **kw) if kw else None  # type: ignore[arg-type]
         return ModelCard(arch="a", arch_config={}, engine="bespoke", num_classes=2, resolution=8,
-                         mean=(0.5,) * 3, std=(0.5,) * 3, **kw)  # type: ignore[arg-type]
+                         mean=(0.5,) * 3, std=(0.5,) * 3, delivery=delivery)
 
     # the engine timed its teacher at 5.0 ms and predicts 2.5 ms (half of it); the bench's teacher took 4.0 ms
-    scaled = card(latency_pred_ms=2.5, provenance={PRED_REFERENCE: 5.0})
+    scaled = card(predicted=2.5, reference=5.0)
     assert prediction_on_scale(scaled, 4.0) == pytest.approx(2.0)
-    assert prediction_on_scale(card(latency_pred_ms=2.5), 4.0) == 2.5  # no recorded scale: as predicted
+    assert prediction_on_scale(card(predicted=2.5), 4.0) == 2.5  # no recorded scale: as predicted
     assert prediction_on_scale(card(), 4.0) is None
     assert prediction_on_scale(scaled, None) == 2.5
 

@@ -53,8 +53,8 @@ def test_save_and_load_model_dir(tmp_path, tiny_net):
 
 def test_update_card_merges_dicts(tmp_path, tiny_net):
     save_model_dir(tmp_path, tiny_net, _card(latency_ms={"a": 1.0}))
-    card = update_card(tmp_path, latency_ms={"b": 2.0}, target="b")
-    assert card.latency_ms == {"a": 1.0, "b": 2.0} and read_card(tmp_path).target == "b"
+    card = update_card(tmp_path, latency_ms={"b": 2.0}, method="m")
+    assert card.latency_ms == {"a": 1.0, "b": 2.0} and read_card(tmp_path).method == "m"
 
 
 def test_dir_without_card_is_incomplete(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bespoke.errors import BespokeError
-from bespoke.export import ModelCard, write_card
+from bespoke.export import Delivery, ModelCard, write_card
 from bespoke.report import (
     LATENCY_1T,
     LATENCY_2T,
@@ -26,13 +26,11 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def make_card(method: str | None = None, *, accuracy: float = 0.9, lat1: float = 2.0, lat2: float = 1.5,
               target: str | None = None, budget: str | None = None, budget_ms: float | None = None,
               engine: str = "finetune") -> ModelCard:
-    extra = {"method": method} if method else {}
+    delivery = Delivery(target=target, budget=budget, budget_resolved=budget_ms, unit="ms") if target else None
     return ModelCard(arch="tiny", arch_config={"builder": "zoo"}, engine=engine, num_classes=3, resolution=16,
                      mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), accuracy=accuracy, params=1_500_000,
-                     macs=25_000_000, latency_ms={LATENCY_1T: lat1, LATENCY_2T: lat2}, target=target,
-                     budget=budget, budget_resolved=budget_ms, budget_unit="ms" if budget_ms else None,
-                     cost_cpu_s={"finetune": 100.0, "export": 5.0, "shared:house": 1.0}, latency_pred_ms=None,
-                     **extra)
+                     macs=25_000_000, latency_ms={LATENCY_1T: lat1, LATENCY_2T: lat2}, delivery=delivery,
+                     cost_cpu_s={"finetune": 100.0, "export": 5.0, "shared:house": 1.0}, method=method)
 
 
 @pytest.fixture
@@ -109,10 +107,17 @@ def test_write_report(tmp_path: Path, rows: list[ResultRow]) -> None:
     assert (tmp_path / "out" / "pareto.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_shared_cost_keys_are_not_the_models_own() -> None:
+def test_shared_cost_keys_are_not_the_models_own(tmp_path) -> None:
+    """One spelling (``shared:``); a format-1 card's ``house (shared by all targets)`` is read as ``shared:house``."""
+    import json
+
+    from bespoke.export import read_card
     from bespoke.report import is_shared_cost, own_cost
 
-    assert is_shared_cost("shared:supernet_train") and is_shared_cost("house (shared by all targets)")
-    assert not is_shared_cost("retrain")
-    card = make_card().model_copy(update={"cost_cpu_s": {"search": 2.0, "house (shared by all targets)": 50.0}})
+    assert is_shared_cost("shared:supernet_train") and not is_shared_cost("retrain")
+    card = make_card().model_copy(update={"cost_cpu_s": {"search": 2.0, "shared:house": 50.0}})
     assert own_cost(card) == 2.0
+    old = {**json.loads(card.model_dump_json()), "card_format": 1, "method": "m",
+           "cost_cpu_s": {"search": 2.0, "house (shared by all targets)": 50.0}}
+    (tmp_path / "card.json").write_text(json.dumps(old))
+    assert own_cost(read_card(tmp_path)) == 2.0 and read_card(tmp_path).cost_cpu_s["shared:house"] == 50.0

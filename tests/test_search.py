@@ -233,11 +233,12 @@ def test_end_to_end_tiny_run_writes_model_directories(tmp_path):
     assert [c.target for c in cards] == ["macs", "ort1"]
     macs = read_card(tmp_path / "out" / "macs")
     assert macs.engine == "bespoke" and macs.budget == "0.97x" and macs.accuracy is not None
-    extra = macs.model_extra or {}
-    assert extra["measured_value"] <= macs.budget_resolved and extra["meets_budget"]
-    assert extra["predicted_value"] == pytest.approx(extra["measured_value"], rel=1e-6), "MACs add up exactly"
+    d = macs.delivery
+    assert d is not None and d.measured <= d.budget_resolved and d.meets_budget and d.unit == "MACs"
+    assert d.predicted == pytest.approx(d.measured, rel=1e-6), "MACs add up exactly"
     ort = read_card(tmp_path / "out" / "ort1")
     assert ort.latency_ms["ort1"] > 0 and ort.latency_pred_ms > 0 and ort.budget_resolved > 0
+    assert ort.delivery.reference > 0 and len(ort.delivery.readings) == 1 and ort.delivery.attempts >= 1
     assert set(ort.cost_cpu_s) >= {"search", "retrain"}
     model, _card = load_model_dir(tmp_path / "out" / "ort1")
     assert (tmp_path / "out" / "ort1" / "model.onnx").is_file()

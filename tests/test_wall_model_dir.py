@@ -302,7 +302,7 @@ def test_a_good_directory_survives_a_failed_export_and_still_loads(good, tmp_pat
 def test_a_successful_re_export_replaces_all_files_and_writes_the_format(good, tmp_path):
     directory = copy_good(good, tmp_path, card_format=None)
     model, card = load_model_dir(directory)
-    assert card.card_format == 1  # written before the field existed: format 1
+    assert card.card_format == CARD_FORMAT  # written before the field existed: format 1, read as the current one
     new = save_model_dir(directory, model, card.model_copy(update={"accuracy": 0.25}))
     assert json.loads((directory / "card.json").read_text())["card_format"] == CARD_FORMAT == new.card_format
     assert read_card(directory).accuracy == 0.25
@@ -371,9 +371,15 @@ def test_a_hostile_card_costs_no_memory(good, tmp_path, fields):
 
 
 def test_cards_on_disk_without_a_format_still_load():
-    """The benchmark's carried cards predate ``card_format``: they read as format 1."""
+    """The benchmark's carried cards predate ``card_format``: they read as format 1, moved into format 2 (the
+    budget fields and the block engine's untyped extras become the typed delivery section)."""
     cards = sorted((BENCHMARKS_DIR / "carry").rglob("card.json"))
     assert cards
     for path in cards:
-        assert "card_format" not in json.loads(path.read_text())
-        assert read_card(path.parent).card_format == 1
+        old = json.loads(path.read_text())
+        assert "card_format" not in old
+        card = read_card(path.parent)
+        assert card.card_format == CARD_FORMAT
+        assert card.method == old.get("method") and card.target == old.get("target")
+        if old.get("measured_value") is not None:
+            assert card.delivery.measured == old["measured_value"] and card.delivery.meets_budget == old["meets_budget"]

@@ -13,6 +13,7 @@ from torch import nn
 
 from bespoke.baselines.common import TrainData, cpu_timer, save_with_costs
 from bespoke.baselines.pruning import prune_to_budget, prune_uniform, pruned_arch_config
+from bespoke.delivery import write_delivery
 from bespoke.errors import BespokeError
 from bespoke.export import ModelCard
 from bespoke.train import FinetuneConfig, finetune
@@ -79,14 +80,17 @@ def prune_and_distill(teacher: Teacher, data: TrainData, cfg: FinetuneConfig, ou
     card = ModelCard(
         arch=f"pruned-{teacher.arch}", arch_config=arch_config, engine="baseline-pruned",
         num_classes=data.num_classes, classes=list(data.classes), resolution=data.resolution, mean=teacher.mean,
-        std=teacher.std, accuracy=result.accuracy, target=budget.target, budget=budget.text,
-        budget_resolved=budget.value, budget_unit=budget.unit, data=dict(data.info), method=method,
+        std=teacher.std, accuracy=result.accuracy, data=dict(data.info), method=method,
         provenance={"ratio": found["ratio"], "value_at_search": found["value"], "probes": found["probes"],
                     "round_to": found["round_to"],
                     "pruning": "torch-pruning MetaPruner, L2 magnitude, uniform ratio, classifier kept",
                     "recipe": cfg.model_dump(), "history": result.history, "wall_s": round(result.wall_s, 1)},
     )
-    return save_with_costs(out_dir, student, card, costs)
+    save_with_costs(out_dir, student, card, costs)
+    at_ratio = [p["value"] for p in found["probes"] if p["ratio"] == round(found["ratio"], 6)]
+    return write_delivery(out_dir, (budget.target, budget.text, budget.unit), budget=budget.value,
+                          readings=at_ratio or [found["value"]], attempts=len(found["probes"]),
+                          reference=teacher.value)
 
 
 def _search(teacher: Teacher, resolution: int, out_dir: Path, measure: Callable[[nn.Module], float],

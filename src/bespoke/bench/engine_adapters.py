@@ -3,9 +3,9 @@
 Both get the benchmark's targets as written: a relative budget (``0.5x``) stays relative, and each engine resolves
 it against its own teacher (the same architecture as the bench's reference), measured alongside its own models, so
 that a drift of the machine's speed between the bench's reference measurement and the engine's work cannot move
-the target. The delivered cards then get the bench's absolute budget (``budget_resolved``; the engine's own
-resolution is kept in ``provenance.engine_budget_resolved``), and the bench times every model alongside its
-reference teacher, so every method is judged against the same number on the same scale. The engine packages are
+the target. The delivered cards keep the engine's own delivery section; the bench times every model alongside its
+reference teacher and judges it against the bench's own absolute budget, so every method is judged against the same
+number on the same scale. The engine packages are
 imported when their stage runs: an engine that does not import makes only its own stage fail, never the baselines.
 
 Settings come from the preset's ``bespoke:`` / ``tofa:`` sections (keys checked by the preset):
@@ -40,19 +40,12 @@ def _teacher(ctx: BenchContext, engine: str) -> tuple[Path, bool]:
     return ctx.teacher(labelled_only=labelled), labelled
 
 
-def _label(ctx: BenchContext, dirs: list[Path], method: str) -> list[Path]:
-    """Give the engine's cards the benchmark's method label, budget as written and absolute budget (the engine's
-    own resolution of it moves to ``provenance.engine_budget_resolved``)."""
-    written = {t.name: str(t.budget) for t in ctx.targets if t.budget is not None}
+def _label(dirs: list[Path], method: str) -> list[Path]:
+    """Give the engine's cards the benchmark's method label. Their delivery sections stay the engine's own: the
+    benchmark judges every model against its own absolute budgets (``BenchContext.budgets``) when it reports."""
     for d in dirs:
-        card = read_card(d)
-        target = card.target or ""
-        fields: dict = {"method": method, "budget": written.get(target, card.budget)}
-        if target in ctx.budgets and card.budget_resolved != ctx.budgets[target]:
-            fields["budget_resolved"] = ctx.budgets[target]
-            fields["provenance"] = {"engine_budget_resolved": card.budget_resolved}
-        if any(getattr(card, k, None) != v for k, v in fields.items()):
-            update_card(d, **fields)
+        if read_card(d).method != method:
+            update_card(d, method=method)
     return dirs
 
 
@@ -76,7 +69,7 @@ def block_engine_stage(ctx: BenchContext) -> list[Path]:
     except BespokeError as exc:  # a budget the house cannot reach: keep the targets already delivered
         dirs = _delivered(out, targets, exc, ctx)
     suffix = f" ({ctx.preset.data.label_fraction:.0%} labels teacher)" if labelled else ""
-    return _label(ctx, [Path(d) for d in dirs], f"bespoke block engine{suffix}")
+    return _label([Path(d) for d in dirs], f"bespoke block engine{suffix}")
 
 
 def supernet_engine_stage(ctx: BenchContext) -> list[Path]:
@@ -98,7 +91,7 @@ def supernet_engine_stage(ctx: BenchContext) -> list[Path]:
         dirs = [Path(c.model_dir) for c in result.choices]
     except BespokeError as exc:  # some budgets infeasible: keep the targets it did deliver
         dirs = _delivered(out / "models", engine_targets(ctx), exc, ctx)
-    return _label(ctx, dirs, f"tofa supernet ({ctx.preset.data.label_fraction:.0%} labels)")
+    return _label(dirs, f"tofa supernet ({ctx.preset.data.label_fraction:.0%} labels)")
 
 
 def register_builtin_engines() -> None:

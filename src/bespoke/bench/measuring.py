@@ -25,7 +25,7 @@ from bespoke.bench.context import TEACHER, BenchContext
 from bespoke.bench.preset import MeasureSection
 from bespoke.bench.stages import StageRecord
 from bespoke.data import TransformedDataset, build_transform
-from bespoke.export import CARD, ONNX, PRED_REFERENCE, ModelCard, load_model_dir, read_card, update_card
+from bespoke.export import CARD, ONNX, ModelCard, load_model_dir, read_card, update_card
 from bespoke.report import LATENCY_1T, LATENCY_2T
 from bespoke.targets import Target, measure_onnx, measure_paired
 from bespoke.train import evaluate
@@ -129,7 +129,7 @@ def prediction_on_scale(card: ModelCard, reference_ms: float | None) -> float | 
     the scale of its teacher's reference measurement. Without the engine's reference value the prediction is
     returned as it is.
     """
-    pred, ref = card.latency_pred_ms, card.provenance.get(PRED_REFERENCE)
+    pred, ref = card.latency_pred_ms, card.delivery.reference if card.delivery else None
     if pred is None or not reference_ms or not ref:
         return pred
     return round(float(pred) * reference_ms / float(ref), 4)

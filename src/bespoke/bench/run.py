@@ -113,4 +113,9 @@ def _measure_all(ctx: BenchContext, records: list[StageRecord]) -> list[ResultRo
     cards = {d: measure_model_dir(d, targets, reference=ctx.teacher_dirs[TEACHER], test_set=ctx.splits.test,
                                   log=ctx.log) for d in directories}
     reference = read_card(ctx.teacher_dirs[TEACHER]).latency_ms.get(LATENCY_1T)
-    return [replace(row_from_card(card, d), pred_ms=prediction_on_scale(card, reference)) for d, card in cards.items()]
+    rows = []
+    for d, card in cards.items():
+        row = row_from_card(card, d)
+        rows.append(replace(row, pred_ms=prediction_on_scale(card, reference),
+                            budget_value=ctx.budgets.get(row.target or "", row.budget_value)))
+    return rows

@@ -146,10 +146,11 @@ def search_command(
     cards = search_and_deliver(house, targets, out=job.out, data=job.data, eval_images=job.search.eval_images,
                                margin=job.search.margin, anneal_config=job.search.anneal, retrain=job.retrain)
     for card in cards:
-        value = card.model_extra.get("measured_value") if card.model_extra else None
-        pred = card.model_extra.get("predicted_value") if card.model_extra else None
-        console.print(f"[green]{card.target}[/green]: top-1 {card.accuracy:.4f}, measured {value:.4g} "
-                      f"{card.budget_unit} (predicted {pred:.4g}, budget {card.budget_resolved:.4g})")
+        d = card.delivery
+        assert d is not None and d.measured is not None
+        verdict = "[green]met[/green]" if d.meets_budget is not False else "[red]MISSED[/red]"
+        console.print(f"[green]{d.target}[/green]: top-1 {card.accuracy:.4f}, measured {d.measured:.4g} {d.unit} "
+                      f"(predicted {d.predicted:.4g}, budget {d.budget_resolved:.4g}: {verdict})")
     report = write_block_report(job.out, [job.out / c.target for c in cards if c.target])
     console.print(f"[green]report[/green] {report}")
 
@@ -167,11 +168,10 @@ def write_block_report(out: Path, directories: list[Path]) -> Path:
     for directory in directories:
         card = profile_model_dir(directory, standard)
         rows.append(row_from_card(card, directory))
-        extra = card.model_extra or {}
-        pred, meas = extra.get("predicted_value"), extra.get("measured_value")
-        if pred is not None and meas:
-            lines.append(f"| {card.target} | {card.budget_resolved:.4g} {card.budget_unit} | {pred:.4g} | "
-                         f"{meas:.4g} | {100 * (pred - meas) / meas:+.1f}% | {extra.get('meets_budget')} |")
+        d = card.delivery
+        if d is not None and d.predicted is not None and d.measured:
+            lines.append(f"| {d.target} | {d.budget_resolved:.4g} {d.unit} | {d.predicted:.4g} | {d.measured:.4g} | "
+                         f"{100 * (d.predicted - d.measured) / d.measured:+.1f}% | {d.meets_budget} |")
     table = "\n".join(["| target | budget | predicted | measured | error | meets budget |",
                        "|---|---|---|---|---|---|", *lines])
     budgets = {r.target: r.budget_value for r in rows if r.target and r.budget_unit == "ms" and r.budget_value}

@@ -1,7 +1,7 @@
 """Export and the output contract: verified ONNX, model cards, model directories, architecture builders."""
 
 from bespoke.export.builders import ArchBuilder, build_arch, register_arch_builder, zoo_arch_config
-from bespoke.export.card import PRED_REFERENCE, ModelCard
+from bespoke.export.card import PRED_REFERENCE, SHARED_COST_PREFIX, Delivery, ModelCard
 from bespoke.export.model_dir import (
     CARD,
     CARD_MD,
@@ -25,8 +25,10 @@ __all__ = [
     "ONNX",
     "OPSET",
     "PRED_REFERENCE",
+    "SHARED_COST_PREFIX",
     "WEIGHTS",
     "ArchBuilder",
+    "Delivery",
     "ModelCard",
     "build_arch",
     "check_finite_weights",

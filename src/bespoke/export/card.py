@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, field_validator, model_validator
 
 from bespoke.errors import BespokeError
 
-#: ``provenance`` key an engine writes beside ``latency_pred_ms``: the value of its own reference model (teacher,
-#: largest subnet) on the scale of that prediction, so a report can put the prediction on another scale.
+#: ``provenance`` key of format-1 cards beside ``latency_pred_ms``: the engine's reference value on the scale of
+#: that prediction (format 2: ``delivery.reference``).
 PRED_REFERENCE = "latency_reference_ms"
 
 #: Layout version of ``card.json`` this code writes, and the oldest one it still reads. A card without the field
-#: was written before it existed: format 1.
-CARD_FORMAT, OLDEST_CARD_FORMAT, UNVERSIONED_CARD_FORMAT = 1, 1, 1
+#: was written before it existed: format 1. Format 2 moved the budget fields into the typed ``delivery`` section.
+CARD_FORMAT, OLDEST_CARD_FORMAT, UNVERSIONED_CARD_FORMAT = 2, 1, 1
+#: ``cost_cpu_s`` keys with this prefix are preparation shared by all the targets an engine served.
+SHARED_COST_PREFIX = "shared:"
 
 #: Largest input size and class count a card may declare: rebuilding or exporting a model allocates in proportion
 #: (a hand-edited ``resolution: 100000`` asks for 120 GB, ``num_classes: 1e9`` for terabytes).
@@ -26,10 +29,53 @@ _SIZE_LIMITS = {"resolution": MAX_RESOLUTION, "num_classes": MAX_CLASSES}
 _REWRITE = "restore the card, or re-run the command that wrote the model"
 
 
-class ModelCard(BaseModel):
-    """``card.json`` of a model directory (the output contract every engine writes)."""
+class Delivery(BaseModel):
+    """How a model was delivered for one target: written once, by :func:`bespoke.delivery.write_delivery`.
 
-    model_config = ConfigDict(extra="allow")
+    Values are in the target's unit, on the scale of the engine's own reference model (the teacher, the largest
+    subnet) measured ``reference``: budgets, predictions and readings are all judged there, so the machine's speed
+    drifting between them does not decide a verdict. ``measured`` and ``meets_budget`` are computed, never written.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str
+    budget: str | None = Field(None, description="the budget as written in the targets file (0.5x, 2ms, 20M)")
+    budget_resolved: float | None = Field(None, description="the budget in the target's unit (relative budgets: "
+                                          "x the engine's reference)")
+    unit: str
+    predicted: float | None = Field(None, description="the engine's cost model's prediction")
+    readings: list[float] = Field(default_factory=list, description="measurements after export, each the median "
+                                  "of its own runs")
+    attempts: int = Field(1, ge=0, description="architectures exported and measured to meet the budget")
+    reference: float | None = Field(None, description="the engine's reference model's value on this scale")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_computed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in ("measured", "meets_budget")}
+        return data
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def measured(self) -> float | None:
+        """Median of the readings."""
+        return float(statistics.median(self.readings)) if self.readings else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def meets_budget(self) -> bool | None:
+        """``measured <= budget_resolved`` (``None`` without a budget or a reading)."""
+        if self.budget_resolved is None or self.measured is None:
+            return None
+        return self.measured <= self.budget_resolved
+
+
+class ModelCard(BaseModel):
+    """``card.json`` of a model directory (the output contract every engine writes). Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
 
     arch: str = Field(description="architecture name (zoo name, or the engine's family name)")
     arch_config: dict[str, Any] = Field(description="JSON recipe that rebuilds the architecture (see builders)")
@@ -51,11 +97,8 @@ class ModelCard(BaseModel):
     latency_ms: dict[str, float] = Field(default_factory=dict, description="median per measured target")
     latency: dict[str, dict[str, Any]] = Field(default_factory=dict, description="full measurement per target")
     cost_cpu_s: dict[str, float] = Field(default_factory=dict, description="CPU-seconds per stage")
-    target: str | None = None
-    budget: str | None = None
-    budget_resolved: float | None = None
-    budget_unit: str | None = None
-    latency_pred_ms: float | None = None
+    method: str | None = Field(None, description="the label a report lists the model under (default engine:arch)")
+    delivery: Delivery | None = Field(None, description="the target it was delivered for and how it measured")
     data: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
     created: str = Field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -74,7 +117,30 @@ class ModelCard(BaseModel):
                 raise BespokeError(f"card format {version} is older than any this bespoke reads "
                                    f"({OLDEST_CARD_FORMAT}..{CARD_FORMAT})",
                                    "read it with the bespoke version that wrote it")
+            if version == 1:
+                data = _from_format_1(data)
         return data
+
+    @property
+    def target(self) -> str | None:
+        return self.delivery.target if self.delivery else None
+
+    @property
+    def budget(self) -> str | None:
+        return self.delivery.budget if self.delivery else None
+
+    @property
+    def budget_resolved(self) -> float | None:
+        return self.delivery.budget_resolved if self.delivery else None
+
+    @property
+    def budget_unit(self) -> str | None:
+        return self.delivery.unit if self.delivery else None
+
+    @property
+    def latency_pred_ms(self) -> float | None:
+        """The delivery's prediction when its unit is ms."""
+        return self.delivery.predicted if self.delivery and self.delivery.unit == "ms" else None
 
     @field_validator("arch_config")
     @classmethod
@@ -116,9 +182,15 @@ class ModelCard(BaseModel):
     def to_markdown(self) -> str:
         """A human-readable model card."""
         lines = [f"# Model card: {self.arch} ({self.engine})", ""]
-        if self.target:
-            resolved = f" (= {self.budget_resolved:g} {self.budget_unit or ''})" if self.budget_resolved else ""
-            lines += [f"Delivered for target **{self.target}** under budget `{self.budget}`{resolved}.", ""]
+        if self.delivery:
+            d = self.delivery
+            resolved = f" (= {d.budget_resolved:g} {d.unit})" if d.budget_resolved is not None else ""
+            verdict = {True: "met", False: "**missed**", None: "not measured"}[d.meets_budget]
+            lines += [f"Delivered for target **{d.target}** under budget `{d.budget}`{resolved}: {verdict}"
+                      + (f", measured {d.measured:.4g} {d.unit} (median of {len(d.readings)})"
+                         if d.measured is not None else "")
+                      + (f", predicted {d.predicted:.4g}" if d.predicted is not None else "")
+                      + f", {d.attempts} attempt(s).", ""]
         lines += ["| field | value |", "|---|---|"]
         rows: list[tuple[str, Any]] = [
             ("test top-1", f"{self.accuracy:.4f}" if self.accuracy is not None else "not measured"),
@@ -132,11 +204,43 @@ class ModelCard(BaseModel):
         for tgt, ms in self.latency_ms.items():
             noise = self.latency.get(tgt, {}).get("spread")
             rows.append((f"latency on {tgt}", f"{ms:.3f} ms" + (f" (spread {noise:.1%})" if noise is not None else "")))
-        if self.latency_pred_ms is not None:
-            rows.append(("predicted latency", f"{self.latency_pred_ms:.3f} ms"))
         for stage, s in self.cost_cpu_s.items():
             rows.append((f"cost: {stage}", f"{s:.0f} CPU-s"))
         lines += [f"| {k} | {v} |" for k, v in rows]
         if self.provenance:
             lines += ["", "## Provenance", "", "```json", json.dumps(self.provenance, indent=2), "```"]
         return "\n".join(lines) + "\n"
+
+
+#: Format-1 keys that were untyped extras, kept under ``provenance["card_format_1"]`` when a card is read.
+_FORMAT_1_EXTRAS = ("predicted_value_table", "teacher_value_now", "prediction_error", "measured_value",
+                    "predicted_value", "meets_budget", "budget_now")
+_FORMAT_1_SHARED_KEYS = {"house (shared by all targets)": f"{SHARED_COST_PREFIX}house"}
+
+
+def _from_format_1(data: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 card's fields in format 2: the budget fields (and the block engine's untyped extras) become the
+    ``delivery`` section, ``method`` a field, the shared cost one spelling; what has no place stays in provenance."""
+    data = dict(data)
+    provenance = dict(data.get("provenance") or {})
+    old = {k: data.pop(k) for k in ("target", "budget", "budget_resolved", "budget_unit", "latency_pred_ms")
+           if k in data}
+    extras = {k: data.pop(k) for k in _FORMAT_1_EXTRAS if k in data}
+    if old.get("target"):
+        target = old["target"]
+        measured = extras.get("measured_value", (data.get("latency", {}).get(target) or {}).get("value"))
+        engine_budget = provenance.pop("engine_budget_resolved", old.get("budget_resolved"))  # the bench relabelled it
+        data["delivery"] = {
+            "target": target, "budget": old.get("budget"),
+            "budget_resolved": extras.get("budget_now", engine_budget), "unit": old.get("budget_unit") or "ms",
+            "predicted": extras.get("predicted_value", old.get("latency_pred_ms")),
+            "readings": [float(measured)] if measured is not None else [],
+            "attempts": int(provenance.get("attempts", len(provenance.get("search_rounds", [])) or 1)),
+            "reference": extras.get("teacher_value_now", provenance.get(PRED_REFERENCE)),
+        }
+    if extras:
+        provenance["card_format_1"] = extras
+    data["provenance"] = provenance
+    data["cost_cpu_s"] = {_FORMAT_1_SHARED_KEYS.get(k, k): v for k, v in (data.get("cost_cpu_s") or {}).items()}
+    data["card_format"] = 2
+    return data

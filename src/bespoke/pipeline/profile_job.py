@@ -21,17 +21,14 @@ def measure_model_dir(directory: str | Path, target: Target) -> Measurement:
 
 def profile_model_dir(directory: str | Path, targets: Sequence[Target]) -> ModelCard:
     """Measure ``directory`` on every target; write ``latency_ms`` (latency targets) and the full measurement
-    (median, p10/p90, spread, n) per target into the card. A model delivered for one of these targets also gets
-    ``meets_budget``."""
+    (median, p10/p90, spread, n) per target into the card. The delivery section (the engine's own verdict, on its
+    reference's scale) is left as it is."""
     latency_ms: dict[str, float] = {}
     full: dict[str, dict] = {}
-    extra: dict[str, object] = {}
-    card = update_card(directory)  # validates the directory before any measuring
+    update_card(directory)  # validates the directory before any measuring
     for target in targets:
         m = measure_model_dir(directory, target)
         full[target.name] = m.model_dump()
         if m.unit == "ms":
             latency_ms[target.name] = round(m.value, 4)
-        if card.target == target.name and card.budget_resolved is not None:
-            extra["meets_budget"] = m.value <= card.budget_resolved
-    return update_card(directory, latency_ms=latency_ms, latency=full, **extra)
+    return update_card(directory, latency_ms=latency_ms, latency=full)

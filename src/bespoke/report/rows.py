@@ -7,19 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from bespoke.errors import BespokeError
-from bespoke.export import CARD, ModelCard, read_card
+from bespoke.export import CARD, SHARED_COST_PREFIX, ModelCard, read_card
 
 #: ``card.latency_ms`` keys of the two standard measurements: ONNX Runtime, CPU, batch 1, 1 and 2 threads.
 LATENCY_1T = "ort-cpu-1t"
 LATENCY_2T = "ort-cpu-2t"
-#: ``card.cost_cpu_s`` keys with this prefix (or mentioning "shared") are preparation shared by several models,
-#: not this model's own cost.
-SHARED_COST_PREFIX = "shared:"
 
 
 def is_shared_cost(key: str) -> bool:
-    """Whether a ``cost_cpu_s`` key is shared preparation (``shared:house``, ``house (shared by all targets)``)."""
-    return key.startswith(SHARED_COST_PREFIX) or "shared" in key.lower()
+    """Whether a ``cost_cpu_s`` key is preparation shared by several models (``shared:house``), not the model's own
+    cost (cards of format 1 spelled the block engine's ``house (shared by all targets)``: read as ``shared:house``)."""
+    return key.startswith(SHARED_COST_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -55,9 +53,7 @@ class ResultRow:
 
 def card_method(card: ModelCard) -> str:
     """The label a card asks to be reported under: its ``method`` field, else ``engine:arch``."""
-    extra = card.model_extra or {}
-    method = extra.get("method") or card.provenance.get("method")
-    return str(method) if method else f"{card.engine}:{card.arch}"
+    return card.method or f"{card.engine}:{card.arch}"
 
 
 def own_cost(card: ModelCard) -> float | None:

@@ -16,18 +16,17 @@ from typing import Any
 from torch import nn
 
 from bespoke.data import DataSplits
-from bespoke.export import CARD, ONNX, PRED_REFERENCE, ModelCard, read_card, save_model_dir, update_card
+from bespoke.delivery import Reference, measure_against, write_delivery
+from bespoke.export import CARD, ONNX, SHARED_COST_PREFIX, ModelCard, read_card, save_model_dir
 from bespoke.house import House, assemble_student, student_arch_config
 from bespoke.search.annealing import AnnealConfig
 from bespoke.search.build import build_house
 from bespoke.search.data import house_splits
 from bespoke.search.job import BlockJob, retrain_recipe
-from bespoke.search.measure import measure_whole
 from bespoke.search.select import TargetSearch, search_target
-from bespoke.targets import Measurement, Target, export_onnx_bytes, load_targets, measure, measure_paired
+from bespoke.targets import Target, load_targets
 from bespoke.train import FinetuneConfig, FinetuneResult, finetune
 from bespoke.utils.atomic import write_json
-from bespoke.utils.lock import locks_output
 
 log = logging.getLogger(__name__)
 WORK_DIR = ".work"
@@ -52,12 +51,11 @@ def retrain_student(house: House, alternatives: Sequence[str], *, data: DataSpli
 def deliver(house: House, target: Target, search: TargetSearch, student: nn.Module, result: FinetuneResult | None,
             out_dir: str | Path, *, cost_cpu_s: dict[str, float] | None = None) -> ModelCard:
     """Write ``out_dir`` (model.safetensors, verified model.onnx, card.json) and measure the exported model on
-    ``target``; the card holds the budget, the predicted and the measured value.
+    ``target``; the card's delivery section holds the budget, the prediction and the measurement.
 
-    The model is measured in alternation with the teacher. ``latency_pred_ms`` is the latency table's prediction
-    scaled by (teacher now / teacher in the table), which removes machine-speed drift since the table was
-    measured; ``predicted_value_table`` keeps the raw prediction. The budget is judged on the same scale
-    (``budget_now`` = budget x teacher now / teacher in the table), as during the search.
+    The exported model is measured against the teacher (in alternation with it, for onnxruntime) and put on the
+    latency table's scale, where the teacher took ``search.teacher_value``: the budget and the prediction live
+    there too, so the machine's speed drifting since the table was measured does not move the verdict.
     """
     meta = house.meta.teacher
     arch_name = meta.arch_config.get("name", meta.arch_config.get("builder", "teacher"))
@@ -72,49 +70,18 @@ def deliver(house: House, target: Target, search: TargetSearch, student: nn.Modu
     card = ModelCard(
         arch=f"bespoke-block:{arch_name}", arch_config=student_arch_config(house, search.alternatives),
         engine="bespoke", num_classes=meta.num_classes, classes=list(meta.classes), resolution=meta.resolution,
-        mean=meta.mean, std=meta.std, accuracy=result.accuracy if result else None, target=target.name,
-        budget=search.budget, budget_resolved=search.budget_resolved, budget_unit=search.unit,
+        mean=meta.mean, std=meta.std, accuracy=result.accuracy if result else None,
         cost_cpu_s=dict(cost_cpu_s or {}), provenance=provenance,
     )
     out_dir = Path(out_dir)
-    card = save_model_dir(out_dir, student, card)
-    measurement, teacher_now = _measure_delivered(house, target, student, out_dir)
-    drift = teacher_now / search.teacher_value if search.teacher_value > 0 else 1.0
-    budget_now = search.budget_resolved * drift  # the budget on today's scale of the machine
-    fields: dict[str, Any] = {
-        "latency": {target.name: measurement.model_dump()},
-        "meets_budget": measurement.value <= budget_now,
-        "measured_value": measurement.value,
-        "predicted_value": search.predicted * drift,
-        "predicted_value_table": search.predicted,
-        "teacher_value_now": teacher_now,
-        "budget_now": budget_now,
-    }
-    if measurement.unit == "ms":
-        fields["latency_ms"] = {target.name: round(measurement.value, 4)}
-        fields["latency_pred_ms"] = search.predicted * drift
-        fields["prediction_error"] = (search.predicted * drift - measurement.value) / measurement.value
-        fields["provenance"] = {PRED_REFERENCE: teacher_now}
-    return update_card(out_dir, **fields)
+    save_model_dir(out_dir, student, card)
+    reference = Reference(house.teacher_model(), house.resolution, value=search.teacher_value)
+    measurement, _ = measure_against(student, reference, target, house.resolution, onnx=out_dir / ONNX)
+    return write_delivery(out_dir, target, budget=search.budget_resolved, readings=[measurement],
+                          predicted=search.predicted, attempts=max(1, len(search.rounds)),
+                          reference=search.teacher_value)
 
 
-def _measure_delivered(house: House, target: Target, student: nn.Module, out_dir: Path) -> tuple[Measurement, float]:
-    """The exported model on ``target`` and the teacher measured alongside it (alternating, for onnxruntime).
-
-    Relative budgets and latency predictions are fractions of the teacher; measuring both together keeps them
-    fair on a machine whose speed drifts.
-    """
-    if target.runtime != "onnxruntime":
-        return measure(student, target, house.resolution), measure_whole(house.teacher_model(), target,
-                                                                         house.resolution)
-    r = house.resolution
-    teacher = export_onnx_bytes(house.teacher_model(), (1, 3, r, r), dynamic_batch=True)
-    # on the scale of the teacher timed alongside, now
-    m = measure_paired(out_dir / ONNX, teacher, target, reference_value=None)
-    return m, float(m.details["reference_now_ms"])
-
-
-@locks_output("out")
 def search_and_deliver(house: House | str | Path, targets: Sequence[Target] | str | Path, *, out: str | Path,
                        data: DataSplits | str | None = None, anneal_config: AnnealConfig | None = None,
                        retrain: FinetuneConfig | dict[str, Any] | None = None, eval_images: int = 256,
@@ -141,7 +108,7 @@ def search_and_deliver(house: House | str | Path, targets: Sequence[Target] | st
                  len(search.alternatives), search.predicted, search.unit, search.budget_resolved)
         student, result = retrain_student(house, search.alternatives, data=splits, out_dir=work, config=retrain)
         costs = {"search": search.cpu_s, "retrain": result.cpu_s,
-                 "house (shared by all targets)": float(sum(house.index.cost_cpu_s.values()))}
+                 f"{SHARED_COST_PREFIX}house": float(sum(house.index.cost_cpu_s.values()))}
         cards.append(deliver(house, target, search, student, result, target_dir, cost_cpu_s=costs))
     return cards
 

@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 
+from bespoke.delivery import write_delivery
 from bespoke.errors import BespokeError
 from bespoke.export import (
     CARD,
-    PRED_REFERENCE,
+    SHARED_COST_PREFIX,
     ModelCard,
     read_card,
     save_model_dir,
@@ -64,7 +65,7 @@ from bespoke.utils.atomic import write_json
 from bespoke.utils.device import pick_device
 from bespoke.utils.lock import locks_output
 
-SHARED = "shared:"  # cost_cpu_s keys of work shared by all targets (bespoke.report's SHARED_COST_PREFIX)
+SHARED = SHARED_COST_PREFIX
 
 
 @dataclass
@@ -204,9 +205,7 @@ def _card(ctx: _Context, target: Target, table: CostTable, sub: StaticNet, best:
     return ModelCard(
         arch=f"tofa:{teacher.arch}", arch_config=subnet_arch_config(teacher.arch, best, sub.spec), engine="tofa",
         num_classes=sub.spec.num_classes, classes=ctx.meta.classes, resolution=best.resolution, mean=teacher.mean,
-        std=teacher.std, accuracy=None if accuracy is None else round(accuracy, 4), target=target.name,
-        budget=None if target.budget is None else str(target.budget), budget_resolved=budget,
-        budget_unit=target.unit, latency_pred_ms=round(pred_cost, 4) if target.unit == "ms" else None,
+        std=teacher.std, accuracy=None if accuracy is None else round(accuracy, 4),
         cost_cpu_s={**ctx.shared_cpu, f"{SHARED}cost_table": float(table.info.get("cpu_s", 0.0))},
         data=dict(ctx.meta.data),
         provenance={"supernet": str(ctx.supernet_dir), "subnet": best.to_dict(),
@@ -318,15 +317,15 @@ def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> Target
     best, sub, after = delivered.config, delivered.sub, delivered.measured
     accuracy = ctx.test.accuracy(sub, best.resolution)
     cpu, wall = round(cpu_seconds() - cpu0, 1), round(time.perf_counter() - wall0, 1)
-    latency_ms = {target.name: round(after.value, 4)} if target.unit == "ms" else {}
-    provenance = {"select_wall_s": wall, "attempts": attempts, "picks": picks,
-                  **({PRED_REFERENCE: table.reference} if latency_ms and table.reference else {})}
-    update_card(model_dir, accuracy=round(accuracy, 4), latency_ms=latency_ms, provenance=provenance,
-                latency={target.name: after.model_dump(mode="json")}, cost_cpu_s={"select": cpu})
-    return TargetChoice(target.name, target.unit, delivered.card.budget, budget, best.to_dict(),
+    update_card(model_dir, accuracy=round(accuracy, 4), cost_cpu_s={"select": cpu},
+                provenance={"select_wall_s": wall, "attempts": attempts, "picks": picks})
+    card = write_delivery(model_dir, target, budget=budget, readings=[after], predicted=round(delivered.pred_cost, 4),
+                          attempts=attempts, reference=table.reference)
+    assert card.delivery is not None
+    return TargetChoice(target.name, target.unit, card.budget, budget, best.to_dict(),
                         round(delivered.pred_acc, 4), round(delivered.pred_cost, 4), round(after.value, 4),
-                        round(accuracy, 4), True, round(search_ms, 2), attempts, str(model_dir),
-                        delivered.saved.params, delivered.saved.macs, cpu, wall)
+                        round(accuracy, 4), card.delivery.meets_budget is not False, round(search_ms, 2), attempts,
+                        str(model_dir), delivered.saved.params, delivered.saved.macs, cpu, wall)
 
 
 def delivered_before(model_dir: Path, target: Target, table: CostTable, supernet: Path) -> TargetChoice | None:
@@ -337,8 +336,8 @@ def delivered_before(model_dir: Path, target: Target, table: CostTable, supernet
         return None
     card = read_card(model_dir)
     p, budget = card.provenance, target.resolve_budget(table.reference)
-    measured = (card.latency.get(target.name) or {}).get("value")
-    engine_budget = p.get("engine_budget_resolved", card.budget_resolved)  # a benchmark relabels budget_resolved
+    measured = card.delivery.measured if card.delivery else None
+    engine_budget = card.budget_resolved
     if (card.engine != "tofa" or card.target != target.name or "select" not in card.cost_cpu_s or measured is None
             or p.get("supernet") != str(supernet) or p.get("cost_table") != table.signature
             or (budget is None) != (engine_budget is None)

@@ -1,0 +1,12 @@
+"""Delivery: the step every engine and baseline ends with, once for all of them.
+
+A delivered architecture is measured after export, against the engine's own reference model (the teacher, the
+largest subnet) on the scale its budget and predictions live on (:func:`measure_against`), and its card gets the
+typed :class:`~bespoke.export.Delivery` section from :func:`write_delivery` — the one writer of that section, read
+by the benchmark, the reports and the CLI.
+"""
+
+from bespoke.delivery.measure import Reference, measure_against
+from bespoke.delivery.section import write_delivery
+
+__all__ = ["Reference", "measure_against", "write_delivery"]
