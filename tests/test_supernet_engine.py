@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from bespoke.delivery import next_limit
 from bespoke.errors import BespokeError, DivergenceError
 from bespoke.export import ModelCard, load_model_dir, read_card, save_model_dir
 from bespoke.supernet import (
@@ -33,7 +34,6 @@ from bespoke.supernet.evolution import InfeasibleBudget
 from bespoke.supernet.genome import GenomeLayout
 from bespoke.supernet.losses import largest_loss, subnet_loss
 from bespoke.supernet.predictor import ArchEncoder, collect_samples
-from bespoke.supernet.select import next_limit
 from bespoke.supernet.tiny import tiny_arch_config, tiny_efficientnet, tiny_splits
 from bespoke.targets import targets_from_dicts
 from bespoke.targets.measure import torch_threads

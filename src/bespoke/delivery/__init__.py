@@ -3,10 +3,12 @@
 A delivered architecture is measured after export, against the engine's own reference model (the teacher, the
 largest subnet) on the scale its budget and predictions live on (:func:`measure_against`), and its card gets the
 typed :class:`~bespoke.export.Delivery` section from :func:`write_delivery` — the one writer of that section, read
-by the benchmark, the reports and the CLI.
+by the benchmark, the reports and the CLI. How the search limit follows the measurements after export is one policy
+for all of them (:class:`BudgetBracket`).
 """
 
 from bespoke.delivery.measure import Reference, measure_against
+from bespoke.delivery.policy import Attempt, BudgetBracket, RetryPolicy, next_limit
 from bespoke.delivery.section import write_delivery
 
-__all__ = ["Reference", "measure_against", "write_delivery"]
+__all__ = ["Attempt", "BudgetBracket", "Reference", "RetryPolicy", "measure_against", "next_limit", "write_delivery"]

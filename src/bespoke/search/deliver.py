@@ -17,6 +17,7 @@ from torch import nn
 
 from bespoke.data import DataSplits
 from bespoke.delivery import Reference, measure_against, write_delivery
+from bespoke.errors import BespokeError
 from bespoke.export import CARD, ONNX, SHARED_COST_PREFIX, ModelCard, read_card, save_model_dir
 from bespoke.house import House, assemble_student, student_arch_config
 from bespoke.search.annealing import AnnealConfig
@@ -27,6 +28,7 @@ from bespoke.search.select import TargetSearch, search_target
 from bespoke.targets import Target, load_targets
 from bespoke.train import FinetuneConfig, FinetuneResult, finetune
 from bespoke.utils.atomic import write_json
+from bespoke.utils.lock import locks_output
 
 log = logging.getLogger(__name__)
 WORK_DIR = ".work"
@@ -82,16 +84,22 @@ def deliver(house: House, target: Target, search: TargetSearch, student: nn.Modu
                           reference=search.teacher_value)
 
 
+@locks_output("out")
 def search_and_deliver(house: House | str | Path, targets: Sequence[Target] | str | Path, *, out: str | Path,
                        data: DataSplits | str | None = None, anneal_config: AnnealConfig | None = None,
                        retrain: FinetuneConfig | dict[str, Any] | None = None, eval_images: int = 256,
                        margin: float = 0.05) -> list[ModelCard]:
-    """For every target: search, retrain with KD, export to ``out/<target>/``. Returns the cards."""
+    """For every target: search, retrain with KD, export to ``out/<target>/``. Returns the cards.
+
+    A target whose budget no student met gets no directory; the others are delivered first, then one
+    ``BespokeError`` names every missed target.
+    """
     house = house if isinstance(house, House) else House.open(house)
     targets = load_targets(targets) if isinstance(targets, (str, Path)) else list(targets)
     out = Path(out)
     splits = house_splits(house, data)
-    cards = []
+    cards: list[ModelCard] = []
+    missed: dict[str, str] = {}
     for target in targets:
         target_dir, work = out / target.name, out / WORK_DIR / target.name
         if (target_dir / CARD).is_file():
@@ -101,8 +109,12 @@ def search_and_deliver(house: House | str | Path, targets: Sequence[Target] | st
         if search_file.is_file():
             search = TargetSearch.from_dict(json.loads(search_file.read_text()))
         else:
-            search = search_target(house, target, data=splits, anneal_config=anneal_config,
-                                   eval_images=eval_images, margin=margin)
+            try:
+                search = search_target(house, target, data=splits, anneal_config=anneal_config,
+                                       eval_images=eval_images, margin=margin)
+            except BespokeError as exc:  # this budget cannot be met: deliver the others, then say so
+                missed[target.name] = exc.message
+                continue
             write_json(search_file, search.to_dict())
         log.info("target %s: %d alternatives, predicted %.4g %s (budget %.4g)", target.name,
                  len(search.alternatives), search.predicted, search.unit, search.budget_resolved)
@@ -110,6 +122,8 @@ def search_and_deliver(house: House | str | Path, targets: Sequence[Target] | st
         costs = {"search": search.cpu_s, "retrain": result.cpu_s,
                  f"{SHARED_COST_PREFIX}house": float(sum(house.index.cost_cpu_s.values()))}
         cards.append(deliver(house, target, search, student, result, target_dir, cost_cpu_s=costs))
+    if missed:
+        raise BespokeError("; ".join(missed.values()), f"the other {len(cards)} target(s) were delivered to {out}")
     return cards
 
 

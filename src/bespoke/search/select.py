@@ -2,7 +2,7 @@
 
 Steps: complete the target's latency table, resolve the budget (relative budgets against the whole teacher
 measured on the target), anneal with incremental held-out accuracy, then — for latency targets — assemble the
-chosen student, measure it whole, and tighten the budget and search again if the measurement exceeds it.
+chosen student, measure it whole and let the shared measure-and-retry policy (``bespoke.delivery``) move the limit.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bespoke.data import DataSplits
+from bespoke.delivery import Attempt, BudgetBracket, RetryPolicy
 from bespoke.errors import BespokeError
 from bespoke.house import House
 from bespoke.search.annealing import AnnealConfig, Candidate, Problem, anneal
@@ -78,8 +79,10 @@ def search_target(house: House, target: Target, *, data: DataSplits | str | None
         eval_images: held-out images for the accuracy estimate (the validation split).
         margin: latency targets search under ``budget * (1 - margin)`` (measurement noise).
         verify: for latency targets, measure each chosen student whole (alternating with the teacher, on the
-            table's scale), add it to the table's calibration, and search again while the prediction was off
-            by more than ``margin`` or the student exceeded the budget; the most accurate verified student wins.
+            table's scale) and add it to the table's calibration; the shared measure-and-retry policy
+            (:class:`bespoke.delivery.BudgetBracket`) moves the limit (tighter after a miss, looser when budget is
+            left unused, ``max_rounds`` picks at most) and the most accurate student within budget wins. A target
+            every student missed raises ``BespokeError`` (no model is delivered for it).
     """
     started, cpu0 = time.perf_counter(), cpu_seconds()
     cfg = anneal_config or AnnealConfig()
@@ -91,36 +94,40 @@ def search_target(house: House, target: Target, *, data: DataSplits | str | None
     problem = make_problem(house, table)
     estimator = _estimator(house, problem, data, eval_images)
     checking = verify and target.unit == "ms" and target.runtime in ("onnxruntime", "torch")
-    limit = budget * (1.0 - margin) if target.unit == "ms" else budget
+    # counts add up exactly: one search at the budget; latency: the shared measure-and-retry policy
+    bracket = BudgetBracket(RetryPolicy(margin=margin, retries=max(0, max_rounds - 1)), budget if checking else None)
+    if not checking:
+        bracket.limit = budget * (1.0 - margin) if target.unit == "ms" else budget
     rounds: list[dict[str, Any]] = []
-    best: tuple[float, list[str], dict[str, Any]] | None = None
     evaluations = 0
-    for number in range(max(1, max_rounds)):
-        run_cfg = cfg if number == 0 else cfg.model_copy(update={"iterations": max(cfg.iterations // 2, 1)})
+    while True:
+        limit = bracket.limit
+        run_cfg = cfg if not rounds else cfg.model_copy(update={"iterations": max(cfg.iterations // 2, 1)})
         result = anneal(problem, limit, lambda sol: estimator.evaluate(sol).accuracy, run_cfg,
                         teacher_accuracy=estimator.teacher.accuracy, on_accept=estimator.commit, unit=target.unit)
         evaluations += result.evaluations
         chosen = sorted(result.solution)
         spans = {a: problem.by_id[a].span for a in chosen}
+        key = ",".join(chosen)
+        if bracket.tried(key):  # the limit moved too little to change the pick
+            break
         entry: dict[str, Any] = {"limit": limit, "alternatives": chosen, "predicted": table.predict(spans),
                                  "accuracy_estimate": result.accuracy, "evaluations": result.evaluations}
         rounds.append(entry)
-        if not checking:
-            best = (result.accuracy, chosen, entry)
+        measured = entry["predicted"]
+        if checking:  # the measurement becomes a calibration point: the next prediction is corrected by it
+            measured, now, teacher_now = measure_student(house, table, target, spans, estimator.modules)
+            entry.update({"measured": now, "teacher_measured": teacher_now, "measured_on_table_scale": measured,
+                          "prediction_error": (entry["predicted"] - measured) / measured})
+        if bracket.record(Attempt(key, limit, entry["predicted"], measured, result.accuracy, entry)):
             break
-        scaled, now, teacher_now = measure_student(house, table, target, spans, estimator.modules)
-        entry.update({"measured": now, "teacher_measured": teacher_now, "measured_on_table_scale": scaled,
-                      "prediction_error": (entry["predicted"] - scaled) / scaled})
-        if scaled <= budget and (best is None or result.accuracy > best[0]):
-            best = (result.accuracy, chosen, entry)
-        if scaled <= budget and abs(entry["prediction_error"]) <= margin:
-            break  # prediction confirmed by measurement
-        if scaled > budget:
-            limit *= (budget / scaled) * (1.0 - margin)
-        # otherwise the new calibration point corrects the cost model: search again at the same limit
-    if best is None:  # nothing verified under budget: keep the lightest measured student
-        pick = min(rounds, key=lambda r: r.get("measured_on_table_scale", r["predicted"]))
-        best = (pick["accuracy_estimate"], pick["alternatives"], pick)
+    if bracket.best is None:
+        lightest = min(a.measured for a in bracket.attempts)
+        raise BespokeError(f"target {target.name!r}: budget {budget:.4g} {target.unit} missed after export by all "
+                           f"{len(bracket.attempts)} student(s) tried (lightest measured {lightest:.4g} "
+                           f"{target.unit}); no model was delivered for it",
+                           "raise the budget, or build a house with more or lighter alternatives (--size)")
+    best = (bracket.best.score, bracket.best.info["alternatives"], bracket.best.info)
     accuracy, chosen, entry = best
     return TargetSearch(target=target.name, unit=target.unit, budget=str(target.budget) if target.budget else None,
                         budget_resolved=budget, alternatives=chosen, predicted=entry["predicted"],

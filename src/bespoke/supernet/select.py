@@ -10,7 +10,6 @@ model.
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 
 import torch
 
-from bespoke.delivery import write_delivery
+from bespoke.delivery import Attempt, BudgetBracket, RetryPolicy, write_delivery
 from bespoke.errors import BespokeError
 from bespoke.export import (
     CARD,
@@ -216,8 +215,8 @@ def _card(ctx: _Context, target: Target, table: CostTable, sub: StaticNet, best:
 
 
 @dataclass
-class _Attempt:
-    """One exported pick of :func:`choose_for_target` and its measurement after export."""
+class _Pick:
+    """One exported pick of :func:`choose_for_target`: the subnet, its weights and cards, and the measurement."""
 
     config: SubnetConfig
     pred_acc: float
@@ -228,27 +227,14 @@ class _Attempt:
     measured: Measurement
 
 
-def next_limit(limit: float, pred_cost: float, measured: float, aim: float, ok: float | None, missed: float
-               ) -> float:
-    """The next search limit on the cost table's scale: the secant step that would move ``measured`` to ``aim``,
-    kept strictly inside the bracket (``ok``: the largest limit whose pick met the budget; ``missed``: the
-    smallest limit whose pick did not), else the bracket's midpoint."""
-    estimate = min(limit, pred_cost) * aim / measured
-    low = ok if ok is not None else 0.0
-    if low < estimate < missed:
-        return estimate
-    return (low + missed) / 2 if ok is not None and math.isfinite(missed) else estimate
-
-
 def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> TargetChoice:
     """Search, extract, recalibrate, evaluate, export and measure (after export) the subnet of one target.
 
     The per-block table predicts a single subnet only to 10-50 % (worst for small subnets), so the measurement
-    after export steers a bounded bisection (``budget_retries`` extra searches) on the search limit: a pick that
-    misses the budget tightens it (by the miss, plus a margin that doubles with every miss; down to, and
-    including, the smallest subnet), one that meets it but leaves more than ``1 - budget_fill`` of the budget
-    unused loosens it. The best pick that met the budget (highest predicted accuracy) is delivered; a target
-    where every pick missed gets no model directory (:class:`MissedBudget`).
+    after export steers the search limit through the shared :class:`~bespoke.delivery.BudgetBracket`
+    (``budget_retries`` extra searches; down to, and including, the smallest subnet). The best pick that met the
+    budget (highest predicted accuracy) is delivered; a target where every pick missed gets no model directory
+    (:class:`MissedBudget`).
     """
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     budget = target.resolve_budget(table.reference)
@@ -256,76 +242,53 @@ def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> Target
     smallest_genome = GenomeLayout(ctx.net.space).encode(smallest)[None, :]
     # the smallest subnet's predicted cost, as the search computes it (it must pass the search's own floor test)
     floor = float(table.genome_cost(ctx.net.space)(smallest_genome)[0])
-    limit = math.inf
-    if budget is not None:  # keep a safety margin, unless only the margin stands between budget and feasibility
-        limit = budget * (1.0 - ctx.cfg.budget_margin)
-        limit = max(limit, floor) if floor <= budget else budget
+    policy = RetryPolicy(margin=ctx.cfg.budget_margin, retries=ctx.cfg.budget_retries, fill=ctx.cfg.budget_fill)
+    bracket = BudgetBracket(policy, budget, floor=floor)
     model_dir = ctx.out / target.name
     search_ms: float | None = None
-    misses: list[tuple[str, float]] = []
-    tried: set[str] = set()
-    picks: list[dict[str, Any]] = []
-    delivered: _Attempt | None = None
-    saved: _Attempt | None = None
-    ok_limit: float | None = None
-    missed_limit = math.inf
-    attempts = 0
-    for _ in range(ctx.cfg.budget_retries + 1):
+    picks: dict[str, _Pick] = {}
+    last: _Pick | None = None
+    while True:
+        limit = bracket.limit
         best, pred_acc, pred_cost, ms = _search(ctx, table, limit, target.unit)
         search_ms = ms if search_ms is None else search_ms  # the first answer is what a new target costs
-        if best.key() in tried:  # the limit moved too little to change the pick: the bracket is closed
-            if delivered is not None or smallest.key() in tried:
+        if bracket.tried(best.key()):  # the limit moved too little to change the pick: the bracket is closed
+            if bracket.best is not None or bracket.tried(smallest.key()):
                 break
             # every pick missed down to the table's floor (the search keeps finding subnets the table
             # under-prices most): the smallest subnet is the one architecture no table error can undercut
             best, pred_acc, pred_cost = smallest, float(ctx.fit.predict_genomes(smallest_genome)[0]), floor
-        tried.add(best.key())
-        attempts += 1
         sub = ctx.extractor.extract(ctx.net, best)
         # the test split is evaluated once, on the attempt that is delivered (a pick costs a measurement only)
-        card = _card(ctx, target, table, sub, best, budget, None, (pred_acc, pred_cost), (search_ms, attempts))
+        card = _card(ctx, target, table, sub, best, budget, None, (pred_acc, pred_cost),
+                     (search_ms, len(bracket.attempts) + 1))
         final = save_model_dir(model_dir, sub, card)
         after = _measure_after_export(ctx, sub, model_dir, target, best.resolution, table, pred_cost)
-        saved = _Attempt(best, pred_acc, pred_cost, sub, card, final, after)
-        picks.append({"subnet": best.key(), "limit": round(limit, 4), "predicted_cost": round(pred_cost, 4),
-                      "predicted_accuracy": round(pred_acc, 4), "measured": round(after.value, 4)})
-        if budget is None:
-            delivered = saved
+        last = picks[best.key()] = _Pick(best, pred_acc, pred_cost, sub, card, final, after)
+        attempt = Attempt(best.key(), limit, pred_cost, after.value, pred_acc,
+                          {"subnet": best.key(), "predicted_accuracy": round(pred_acc, 4)})
+        if bracket.record(attempt, cheapest=best == smallest):
             break
-        # aim under the budget by the margin, doubled after every miss: the table's error grows as subnets
-        # shrink, so a step scaled by one miss can fall just short again
-        aim = budget * max(0.5, 1.0 - ctx.cfg.budget_margin * 2 ** (len(misses) + (after.value > budget)))
-        if after.value <= budget:
-            if delivered is None or pred_acc > delivered.pred_acc:
-                delivered = saved
-            ok_limit = max(ok_limit or 0.0, limit)
-            if after.value >= ctx.cfg.budget_fill * budget or math.isinf(limit):
-                break
-        else:
-            misses.append((best.key(), after.value))
-            missed_limit = min(missed_limit, limit)
-            if best == smallest:
-                break
-        limit = next_limit(limit, pred_cost, after.value, aim, ok_limit, missed_limit)
-        if ok_limit is None:  # only misses so far: never declared infeasible on a prediction alone
-            limit = max(limit, floor)
-    if delivered is None:
+    if bracket.best is None:
         shutil.rmtree(model_dir, ignore_errors=True)
-        raise MissedBudget(float(budget or 0.0), target.unit, misses)
-    if saved is not delivered:  # an earlier pick was better: put it back
+        raise MissedBudget(float(budget or 0.0), target.unit, [(a.key, a.measured) for a in bracket.attempts])
+    delivered = picks[bracket.best.key]
+    if last is not delivered:  # an earlier pick was better: put it back
         save_model_dir(model_dir, delivered.sub, delivered.card)
     best, sub, after = delivered.config, delivered.sub, delivered.measured
     accuracy = ctx.test.accuracy(sub, best.resolution)
     cpu, wall = round(cpu_seconds() - cpu0, 1), round(time.perf_counter() - wall0, 1)
+    attempts = len(bracket.attempts)
     update_card(model_dir, accuracy=round(accuracy, 4), cost_cpu_s={"select": cpu},
-                provenance={"select_wall_s": wall, "attempts": attempts, "picks": picks})
+                provenance={"select_wall_s": wall, "attempts": attempts,
+                            "picks": [a.to_dict() for a in bracket.attempts]})
     card = write_delivery(model_dir, target, budget=budget, readings=[after], predicted=round(delivered.pred_cost, 4),
                           attempts=attempts, reference=table.reference)
     assert card.delivery is not None
     return TargetChoice(target.name, target.unit, card.budget, budget, best.to_dict(),
                         round(delivered.pred_acc, 4), round(delivered.pred_cost, 4), round(after.value, 4),
-                        round(accuracy, 4), card.delivery.meets_budget is not False, round(search_ms, 2), attempts,
-                        str(model_dir), delivered.saved.params, delivered.saved.macs, cpu, wall)
+                        round(accuracy, 4), card.delivery.meets_budget is not False, round(search_ms or 0.0, 2),
+                        attempts, str(model_dir), delivered.saved.params, delivered.saved.macs, cpu, wall)
 
 
 def delivered_before(model_dir: Path, target: Target, table: CostTable, supernet: Path) -> TargetChoice | None:
