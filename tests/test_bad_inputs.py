@@ -453,20 +453,29 @@ def stderr_lines(err: str, caught: list[warnings.WarningMessage]) -> list[str]:
     return [line for line in err.splitlines() if line.strip()] + shown
 
 
+def refused_with_one_line(argv: list[str], needles: tuple[str, ...], capsys: pytest.CaptureFixture,
+                          monkeypatch: pytest.MonkeyPatch | None = None) -> str:
+    """Run the CLI on a bad input: exit code 2 and exactly one ``error:`` line holding every needle (warnings Python
+    shows by default count as lines); ``monkeypatch`` is undone right after the run. Returns the line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = run_cli(argv, capsys)
+    if monkeypatch is not None:
+        monkeypatch.undo()
+    lines = stderr_lines(err, caught)
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), "\n".join(lines)
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_gives_one_clear_error_and_no_half_written_output(name, world, tmp_path, capsys, monkeypatch,
                                                                     record_property):
     argv, marker, needles = CASES[name](world, tmp_path, monkeypatch)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        code, _, err = run_cli(argv, capsys)
-    monkeypatch.undo()
-    lines = stderr_lines(err, caught)
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), "\n".join(lines)
-    record_property("stderr", lines[0])  # `pytest --junitxml` lists what each case prints
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+    line = refused_with_one_line(argv, needles, capsys, monkeypatch)
+    record_property("stderr", line)  # `pytest --junitxml` lists what each case prints
     assert not marker.exists(), f"{marker} was written"
     assert [p for p in tmp_path.rglob("*.tmp")] == [], "a temporary file was left behind"
     assert not (tmp_path / "PWNED").exists(), "a pickle ran code"
