@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import traceback
 from dataclasses import dataclass
 
 import torch
@@ -115,8 +116,9 @@ def group_scores(body: nn.Module, in_shape: list[int], out_shape: list[int]) -> 
     try:
         graph, stubs = _graph(body, in_shape, out_shape)
     except Exception as exc:
-        raise BespokeError(f"Torch-Pruning cannot follow the channels of {type(body).__name__} "
-                           f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})",
+        where = traceback.extract_tb(exc.__traceback__)[-1].name
+        raise BespokeError(f"Torch-Pruning cannot follow the channels through this span ({type(exc).__name__} "
+                           f"in {where}: {(str(exc).splitlines() or [''])[0][:200]})",
                            "the span is left unpruned; other kinds still replace it") from exc
     names = {m: n for n, m in body.named_modules()}
     importance = tp.importance.GroupMagnitudeImportance(p=2)
