@@ -5,17 +5,19 @@ Two levels:
 * :func:`fine_cuts` — every node after which exactly one value (the node itself) is still needed later.
   Found by one liveness sweep over the execution order; parameters (``get_attr``) are constants, not flow.
 * :func:`block_cuts` — the fine cuts that lie between *blocks*: a cut is kept only when every module enclosing
-  both sides of it is a *container* (the root, or a ``Sequential``/``ModuleList`` whose children all hold a
-  conv or linear layer). This drops the cuts inside a conv-bn-act chain or a residual-free MBConv block
-  without any per-architecture rule; :func:`merge_weightless` then folds segments holding no conv/linear
-  layer (a lone batch norm, pooling, flatten) into their neighbour.
+  both sides of it is a *container* (see :func:`is_container`: the root, a ``Sequential``-like list of blocks,
+  or a stage module made of blocks). This drops the cuts inside a conv-bn-conv chain or a residual-free MBConv
+  block without any per-architecture rule, while a DenseNet's ``features`` (stem layers, dense blocks,
+  transitions), a RegNet ``RegStage`` (``b1, b2, ...``) or a ConvNeXt stage (downsample + blocks) is cut
+  between its blocks; :func:`merge_weightless` then folds segments holding no conv/linear layer (a lone batch
+  norm, pooling, flatten) into their neighbour.
 """
 
 from __future__ import annotations
 
 from torch import fx, nn
 
-from bespoke.graph.trace import node_module_path
+from bespoke.graph.trace import is_torch_layer, node_module_path
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 _WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
@@ -61,9 +63,19 @@ def _holds_weights(module: nn.Module) -> bool:
 
 
 def is_container(module: nn.Module) -> bool:
-    """A ``Sequential``/``ModuleList``/``ModuleDict`` whose children each hold a conv or linear layer."""
-    children = list(module.children())
-    return isinstance(module, _CONTAINERS) and bool(children) and all(_holds_weights(c) for c in children)
+    """A module whose children are blocks to cut between, not the layers of one block.
+
+    Either a ``Sequential``/``ModuleList``/``ModuleDict`` with a weighted child that is not a bare conv/linear
+    layer and at most one that is (a stem conv before dense blocks; weightless norms and pools between blocks
+    are folded back by :func:`merge_weightless`), or a plain module with at least two weighted children, none of
+    them a bare conv/linear layer (a RegNet or ConvNeXt stage; a block made of single layers is not one, and a
+    residual block has no cut inside anyway).
+    """
+    weighted = [c for c in module.children() if _holds_weights(c)]
+    bare = sum(isinstance(c, _WEIGHTED) for c in weighted)
+    if isinstance(module, _CONTAINERS):
+        return len(weighted) > bare and bare <= 1
+    return not is_torch_layer(module) and len(weighted) >= 2 and bare == 0
 
 
 def _next_compute(node: fx.Node) -> fx.Node | None:

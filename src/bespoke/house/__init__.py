@@ -1,16 +1,17 @@
 """The model house: alternatives for every teacher span, stored as JSON recipes + safetensors weights.
 
 Kinds: donor spans of public pretrained networks (with 1x1 adapters), the teacher's own spans pruned
-(Torch-Pruning, internal channels only), low-rank (SVD of dense convs), or skipped. ``plan`` proposes and samples
-them; :class:`House` stores, rebuilds and loads them; :mod:`bespoke.house.student` assembles students. Training
-(block distillation) is :mod:`bespoke.distill`; building end to end is :func:`bespoke.search.build_house`.
+(Torch-Pruning, internal channels only), low-rank (SVD of dense convs), or skipped. ``plan`` describes, samples
+and completes them; :class:`House` stores, rebuilds and loads them; :mod:`bespoke.house.student` assembles
+students. Training (block distillation) is :mod:`bespoke.distill`; building end to end is
+:func:`bespoke.search.build_house`.
 """
 
 from bespoke.house.alternatives import KINDS, ProposalContext, build_alternative, make_kind
 from bespoke.house.house import House, HouseMeta
 from bespoke.house.index import Entry, HouseIndex
 from bespoke.house.module import Alternative
-from bespoke.house.plan import DEFAULT_KIND_WEIGHTS, propose_all, sample
+from bespoke.house.plan import DEFAULT_KIND_WEIGHTS, Plan, Planned, describe_all, plan_house, propose_all, sample
 from bespoke.house.recipe import AdapterSpec, PruneStep, Recipe
 from bespoke.house.sources import TEACHER, SourceSet, build_time_sources, donor_arch_config, structural_sources
 from bespoke.house.student import (
@@ -33,6 +34,8 @@ __all__ = [
     "House",
     "HouseIndex",
     "HouseMeta",
+    "Plan",
+    "Planned",
     "ProposalContext",
     "PruneStep",
     "Recipe",
@@ -43,8 +46,10 @@ __all__ = [
     "build_alternative",
     "build_student",
     "build_time_sources",
+    "describe_all",
     "donor_arch_config",
     "make_kind",
+    "plan_house",
     "propose_all",
     "resolve_teacher",
     "sample",

@@ -1,4 +1,10 @@
-"""Planning a house: propose every candidate alternative for every teacher span, then draw a seeded sample.
+"""Planning a house: describe every candidate alternative cheaply, draw a seeded sample, complete only what is drawn.
+
+Describing a candidate looks at shapes only (which donor spans fit a teacher span, which ratios a span can be
+pruned by); completing it is the expensive part (a donor span's dry run and MAC count, Torch-Pruning's group
+scores), so a house costs what its size costs, not what the whole pool would. A drawn candidate that turns out
+not to fit is replaced by the next one of its kind; one that cannot be made (Torch-Pruning raising on the span)
+stays in the house as ``failed`` with the reason, and the plan goes on.
 
 Sampling is balanced twice: across kinds (by weight, a kind that runs out hands its share to the others) and,
 within a kind, across teacher spans (round-robin over spans in random order), so a small house still covers
@@ -8,7 +14,8 @@ the whole network.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from bespoke.errors import BespokeError
 from bespoke.graph import Span
@@ -19,13 +26,76 @@ from bespoke.utils.progress import track
 DEFAULT_KIND_WEIGHTS: Mapping[str, float] = {"donor": 0.35, "prune": 0.3, "lowrank": 0.15, "skip": 0.2}
 
 
-def propose_all(spans: Sequence[Span], ctx: ProposalContext, kinds: Sequence[str]) -> dict[str, list[Recipe]]:
-    """Every candidate of every kind for every span (recipes without ids)."""
+@dataclass(frozen=True)
+class Planned:
+    """A drawn alternative: its completed recipe (with id and seed), or why it could not be made."""
+
+    recipe: Recipe
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The drawn alternatives in plan order, and how many candidates each kind described."""
+
+    alternatives: list[Planned]
+    pool: dict[str, int]
+
+
+def describe_all(spans: Sequence[Span], ctx: ProposalContext, kinds: Sequence[str]) -> dict[str, list[Recipe]]:
+    """Every candidate of every kind for every span, described from shapes (recipes without ids, not completed)."""
     pool: dict[str, list[Recipe]] = {}
     for name in kinds:
         kind = make_kind(name)
-        pool[name] = [r for span in track(spans, f"propose {name}") for r in kind.propose(span, ctx)]
+        pool[name] = [r for span in track(spans, f"describe {name}") for r in kind.describe(span, ctx)]
     return pool
+
+
+def propose_all(spans: Sequence[Span], ctx: ProposalContext, kinds: Sequence[str]) -> dict[str, list[Recipe]]:
+    """Every candidate of every kind for every span, completed (the whole pool: for tests and studies; a house
+    build completes only what it samples, see :func:`plan_house`). Candidates that cannot be made are left out."""
+    pool: dict[str, list[Recipe]] = {}
+    for name in kinds:
+        kind = make_kind(name)
+        pool[name] = []
+        for span in track(spans, f"propose {name}"):
+            for recipe in kind.describe(span, ctx):
+                try:
+                    done = kind.complete(recipe, ctx)
+                except Exception:  # the pool holds only what can be made
+                    continue
+                if done is not None:
+                    pool[name].append(done)
+    return pool
+
+
+def plan_house(spans: Sequence[Span], ctx: ProposalContext, kinds: Sequence[str], size: int, seed: int,
+               weights: Mapping[str, float] | None = None) -> Plan:
+    """``size`` alternatives drawn from the described pool (deterministic in ``seed``) and completed.
+
+    A candidate whose completion raises is kept as failed (``Planned.error``), so one span Torch-Pruning cannot
+    handle costs one alternative, not the house.
+    """
+    pool = describe_all(spans, ctx, kinds)
+    instances = {name: make_kind(name) for name in pool}  # completion caches live in the kind objects
+
+    def complete(recipe: Recipe) -> Planned | None:
+        try:
+            done = instances[recipe.kind].complete(recipe, ctx)
+        except Exception as exc:  # recorded with its reason; the plan goes on
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            return Planned(recipe, f"cannot make {recipe.kind} alternative for span {list(recipe.span)}: "
+                                   f"{type(exc).__name__}: {first}")
+        return None if done is None else Planned(done)
+
+    drawn = _draw(pool, size, seed, weights, complete)
+    return Plan(drawn, {k: len(v) for k, v in pool.items()})
+
+
+def sample(pool: Mapping[str, list[Recipe]], size: int, seed: int,
+           weights: Mapping[str, float] | None = None) -> list[Recipe]:
+    """``size`` recipes drawn from ``pool`` (deterministic in ``seed``), with ids ``a0000``... and init seeds."""
+    return [p.recipe for p in _draw(pool, size, seed, weights, Planned)]
 
 
 def _span_balanced(recipes: list[Recipe], rng: random.Random) -> list[Recipe]:
@@ -44,9 +114,9 @@ def _span_balanced(recipes: list[Recipe], rng: random.Random) -> list[Recipe]:
     return out
 
 
-def sample(pool: Mapping[str, list[Recipe]], size: int, seed: int,
-           weights: Mapping[str, float] | None = None) -> list[Recipe]:
-    """``size`` recipes drawn from ``pool`` (deterministic in ``seed``), with ids ``a0000``... and init seeds."""
+def _draw(pool: Mapping[str, list[Recipe]], size: int, seed: int, weights: Mapping[str, float] | None,
+          complete: Callable[[Recipe], Planned | None]) -> list[Planned]:
+    """Draw by kind share from span-balanced queues, completing each draw; a ``None`` completion is skipped."""
     if size < 1:
         raise BespokeError(f"house size must be >= 1, got {size}", "use e.g. --size 100")
     weights = dict(weights or DEFAULT_KIND_WEIGHTS)
@@ -55,19 +125,29 @@ def sample(pool: Mapping[str, list[Recipe]], size: int, seed: int,
     if not queues:
         raise BespokeError("no alternative could be proposed for any span of the teacher",
                            "add donors, allow longer spans (--max-span) or more kinds")
-    taken = {k: 0 for k in queues}
-    chosen: list[Recipe] = []
+    order = sorted(queues)
+    read = {k: 0 for k in queues}   # queue position
+    taken = {k: 0 for k in queues}  # alternatives of the kind in the house
+    chosen: list[Planned] = []
     while len(chosen) < size:
-        open_kinds = [k for k in queues if taken[k] < len(queues[k])]
+        open_kinds = [k for k in queues if read[k] < len(queues[k])]
         if not open_kinds:
             break
         share = {k: max(weights.get(k, 1.0), 0.0) for k in open_kinds}
         total = sum(share.values()) or 1.0
         n = len(chosen) + 1
-        order = sorted(queues)
         kind = max(open_kinds, key=lambda k: (share[k] / total * n - taken[k], -order.index(k)))
-        recipe = queues[kind][taken[kind]]
+        candidate = queues[kind][read[kind]]
+        read[kind] += 1
+        planned = complete(candidate)
+        if planned is None:
+            continue
         taken[kind] += 1
         index = len(chosen)
-        chosen.append(recipe.model_copy(update={"id": f"a{index:04d}", "seed": seed * 1_000_003 + index}))
+        update = {"id": f"a{index:04d}", "seed": seed * 1_000_003 + index}
+        chosen.append(Planned(planned.recipe.model_copy(update=update), planned.error))
+    if not any(p.error is None for p in chosen):
+        raise BespokeError("no alternative could be made for any span of the teacher"
+                           + (f" ({chosen[0].error})" if chosen else ""),
+                           "add donors, allow longer spans (--max-span) or more kinds")
     return chosen

@@ -34,9 +34,8 @@ from bespoke.house import (
     SourceSet,
     build_alternative,
     build_time_sources,
-    propose_all,
+    plan_house,
     resolve_teacher,
-    sample,
 )
 from bespoke.house.house import META_FILE, TEACHER_FILE
 from bespoke.house.module import count_params
@@ -113,12 +112,16 @@ def build_house(teacher: str | Path | nn.Module, *, donors: Sequence[str] = DEFA
                                      pretrained_donors=pretrained_donors)
         seg = sources.segmentation(TEACHER)
         spans = enumerate_spans(seg, max_span)
-        pool = propose_all(spans, ProposalContext(seg, sources, tuple(donors), max_span), list(kinds))
-        recipes = sample(pool, size, seed, kind_weights or DEFAULT_KIND_WEIGHTS)
-        entries = [Entry(id=r.id, recipe=r, provenance=_provenance(r, sources)) for r in recipes]
+        plan = plan_house(spans, ProposalContext(seg, sources, tuple(donors), max_span), list(kinds), size, seed,
+                          kind_weights or DEFAULT_KIND_WEIGHTS)
+        entries = [Entry(id=p.recipe.id, recipe=p.recipe, provenance=_provenance(p.recipe, sources),
+                         status="failed" if p.error else "pending", error=p.error) for p in plan.alternatives]
+        for p in plan.alternatives:
+            if p.error:
+                log.warning("alternative %s failed: %s", p.recipe.id, p.error)
         settings = {"size": size, "max_span": max_span, "seed": seed, "kinds": list(kinds), "donors": list(donors),
                     "kind_weights": dict(kind_weights or DEFAULT_KIND_WEIGHTS),
-                    "pool": {k: len(v) for k, v in pool.items()}, "distill": cfg.model_dump(mode="json"),
+                    "pool": plan.pool, "distill": cfg.model_dump(mode="json"),
                     "fit_adapters": fit_adapters_first}
         house = House.create(root, info, dict(sources.configs), seg, entries, pretrained_donors=pretrained_donors,
                              settings=settings, data=data_record(data, splits, train_limit=train_limit,

@@ -24,14 +24,21 @@ class ProposalContext:
 
 
 class AlternativeKind(Protocol):
-    """An alternative generator: proposes recipe stubs for a teacher span, and builds a recipe's module.
+    """An alternative generator: describes candidates for a teacher span, completes one, builds a recipe's module.
 
-    ``build`` may complete the recipe (e.g. pruning fills in the removed channel indices from the source's
-    weights the first time) and must give the same architecture every time for a completed recipe.
+    Planning is two-phase so that a house costs what its size costs: ``describe`` lists candidate recipes from
+    shapes alone (no module built, no Torch-Pruning run), the planner samples among them, and ``complete`` does
+    the expensive part for the sampled ones only: it returns the finished recipe, ``None`` when the candidate
+    turns out not to fit (a donor span of another output size or costing more than the teacher span), or raises
+    when the alternative cannot be made (recorded as failed with the reason). ``build`` may complete the recipe
+    too (pruning fills in the removed channel indices when a recipe has none) and must give the same
+    architecture every time for a completed recipe.
     """
 
     name: str
 
-    def propose(self, span: Span, ctx: ProposalContext) -> list[Recipe]: ...
+    def describe(self, span: Span, ctx: ProposalContext) -> list[Recipe]: ...
+
+    def complete(self, recipe: Recipe, ctx: ProposalContext) -> Recipe | None: ...
 
     def build(self, recipe: Recipe, sources: SourceSet) -> nn.Module: ...

@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from bespoke.graph import Segmentation, Span, enumerate_spans
+from bespoke.graph import Segmentation, Span, enumerate_spans, span_of
 from bespoke.house.alternatives.base import ProposalContext
 from bespoke.house.cost import layer_macs, projection_macs
 from bespoke.house.module import Alternative, make_adapter
@@ -28,7 +28,7 @@ class DonorKind:
         self._dry: dict[tuple[str, int, int, tuple[int, ...]], tuple[tuple[int, ...], int] | None] = {}
         self._teacher_macs: dict[tuple[int, int], int] = {}
 
-    def propose(self, span: Span, ctx: ProposalContext) -> list[Recipe]:
+    def describe(self, span: Span, ctx: ProposalContext) -> list[Recipe]:
         found = []
         for donor in ctx.donors:
             dseg = ctx.sources.segmentation(donor)
@@ -37,15 +37,6 @@ class DonorKind:
                     continue
                 if dspan.reduction != span.reduction:
                     continue
-                dry = self._dry_run(donor, dseg, dspan, span)
-                if dry is None or dry[0][1:] != span.out_shape[1:]:
-                    continue
-                macs = (dry[1] + projection_macs(span.in_channels, dspan.in_channels, span.in_shape)
-                        * (span.in_channels != dspan.in_channels)
-                        + projection_macs(dspan.out_channels, span.out_channels, span.out_shape)
-                        * (dspan.out_channels != span.out_channels))
-                if macs > ctx.max_cost_ratio * self._span_macs(span, ctx):
-                    continue
                 found.append(Recipe(
                     id="", kind="donor", span=(span.start, span.end), in_shape=list(span.in_shape),
                     out_shape=list(span.out_shape), source=donor, source_span=(dspan.start, dspan.end),
@@ -53,6 +44,21 @@ class DonorKind:
                     out_adapter=adapter_spec(dspan.out_channels, span.out_channels),
                 ))
         return found
+
+    def complete(self, recipe: Recipe, ctx: ProposalContext) -> Recipe | None:
+        """The recipe when the donor span, fed the teacher span's input size, gives its output size and costs
+        at most ``max_cost_ratio`` times the teacher span's MACs (adapters included); else ``None``."""
+        span = span_of(ctx.teacher, *recipe.span)
+        dseg = ctx.sources.segmentation(recipe.source)
+        dspan = span_of(dseg, *(recipe.source_span or (0, 0)))
+        dry = self._dry_run(recipe.source, dseg, dspan, span)
+        if dry is None or dry[0][1:] != span.out_shape[1:]:
+            return None
+        macs = (dry[1] + projection_macs(span.in_channels, dspan.in_channels, span.in_shape)
+                * (span.in_channels != dspan.in_channels)
+                + projection_macs(dspan.out_channels, span.out_channels, span.out_shape)
+                * (dspan.out_channels != span.out_channels))
+        return recipe if macs <= ctx.max_cost_ratio * self._span_macs(span, ctx) else None
 
     def _span_macs(self, span: Span, ctx: ProposalContext) -> int:
         key = (span.start, span.end)

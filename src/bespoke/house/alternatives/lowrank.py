@@ -64,7 +64,7 @@ def apply_ranks(body: nn.Module, ranks: dict[str, int]) -> None:
 class LowRankKind:
     name = "lowrank"
 
-    def propose(self, span: Span, ctx: ProposalContext) -> list[Recipe]:
+    def describe(self, span: Span, ctx: ProposalContext) -> list[Recipe]:
         body = ctx.teacher.span(span.start, span.end)
         found = []
         for fraction in RANK_FRACTIONS:
@@ -74,6 +74,9 @@ class LowRankKind:
                                     in_shape=list(span.in_shape), out_shape=list(span.out_shape), source=TEACHER,
                                     source_span=(span.start, span.end), rank_fraction=fraction, ranks=ranks))
         return found
+
+    def complete(self, recipe: Recipe, ctx: ProposalContext) -> Recipe | None:
+        return recipe  # ranks come from weight shapes alone: described complete
 
     def build(self, recipe: Recipe, sources: SourceSet) -> nn.Module:
         a, b = recipe.source_span or recipe.span
