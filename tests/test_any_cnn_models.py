@@ -126,3 +126,140 @@ def test_squeeze_excite_subnet_rebuilds_from_its_model_directory(tmp_path) -> No
     assert any("_se" in key for key, _, _ in parts)
     head = dict((key, module) for key, module, _ in parts)[heads[str(RES)]]
     assert head.fc is not None  # the pooled linear layer is costed with the head
+
+
+# --- fine-tuning memory format -------------------------------------------------------------------------------
+
+
+def test_auto_memory_format_avoids_channels_last_for_repvgg_on_cpu() -> None:
+    from bespoke.train.finetune import resolve_memory_format
+
+    repvgg = timm.create_model("repvgg_a0", pretrained=False, num_classes=3)
+    plain = torchvision.models.mobilenet_v3_small(weights=None, num_classes=3)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_memory_format(repvgg, "auto", cpu) == "contiguous"
+    assert resolve_memory_format(repvgg, "auto", cuda) == "channels_last"
+    assert resolve_memory_format(plain, "auto", cpu) == "channels_last"
+    assert resolve_memory_format(repvgg, "channels_last", cpu) == "channels_last"  # an explicit choice stands
+    assert resolve_memory_format(plain, "contiguous", cpu) == "contiguous"
+
+
+@pytest.mark.parametrize("fmt", ["contiguous", "channels_last"])
+def test_finetune_trains_in_the_requested_memory_format(fmt, tiny_net, tiny_splits, tmp_path) -> None:
+    from bespoke.train import FinetuneConfig, finetune
+
+    seen: list[bool] = []
+    conv = next(m for m in tiny_net.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_pre_hook(lambda _m, args: seen.append(
+        args[0].is_contiguous(memory_format=torch.channels_last) and not args[0].is_contiguous()))
+    cfg = FinetuneConfig(epochs=1, batch_size=8, device="cpu", memory_format=fmt)
+    result = finetune(tiny_net, tiny_splits.train, tiny_splits.test, cfg, mean=(0.5,) * 3, std=(0.5,) * 3,
+                      out_dir=tmp_path)
+    assert result.memory_format == fmt
+    assert seen and seen[0] == (fmt == "channels_last")  # the first training step's input layout
+    assert all(p.is_contiguous() for p in tiny_net.parameters())  # plain layout afterwards, whatever was used
+
+
+# --- CLI: memory format, model arguments, conv heads -----------------------------------------------------------
+
+
+def _job(tmp_path, model: str, resolution: int, extra: str = "") -> list[str]:
+    from tests.test_cli import make_image_folder
+
+    data = make_image_folder(tmp_path / "data", n=4)
+    (tmp_path / "job.yaml").write_text(f"data: {data}\nmodel: '{model}'\nresolution: {resolution}\npretrained: false\n"
+                                       f"train:\n  batch_size: 4\n  epochs: 1\n{extra}")
+    return ["finetune", "--config", str(tmp_path / "job.yaml"), "--out", str(tmp_path / "m")]
+
+
+def _card(tmp_path) -> dict:
+    import json
+
+    return json.loads((tmp_path / "m" / "card.json").read_text())
+
+
+def test_cli_memory_format_is_recorded_in_the_recipe(tmp_path, capsys) -> None:
+    from tests.test_cli import run_cli
+
+    code, _, err = run_cli([*_job(tmp_path, "torchvision:squeezenet1_1", 32), "--memory-format", "contiguous"],
+                           capsys)
+    assert code == 0, err
+    card = _card(tmp_path)
+    assert card["provenance"]["recipe"]["memory_format"] == "contiguous"
+
+
+def test_cli_bad_memory_format_is_one_line(tmp_path, capsys) -> None:
+    from tests.test_cli import _assert_one_line_error, run_cli
+
+    code, _, err = run_cli([*_job(tmp_path, "timm:resnet18", 16), "--memory-format", "nhwc"], capsys)
+    _assert_one_line_error(code, err, "memory_format")
+    assert not (tmp_path / "m" / "card.json").exists()
+
+
+def test_conv_classifier_head_finetunes_exports_and_rebuilds(tmp_path, capsys) -> None:
+    from bespoke.export import load_model_dir
+    from tests.test_cli import run_cli
+
+    code, _, err = run_cli(_job(tmp_path, "torchvision:squeezenet1_1", 32), capsys)
+    assert code == 0, err
+    model, card = load_model_dir(tmp_path / "m")
+    assert card.num_classes == 2 and card.provenance["recipe"]["memory_format"] == "channels_last"
+    assert model.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 2)
+
+
+def test_reset_head_replaces_a_conv_classifier() -> None:
+    from bespoke.zoo import head_classes, head_linear, reset_head
+
+    model = torchvision.models.squeezenet1_0(weights=None, num_classes=1000)
+    name, layer = head_linear(model)
+    assert name == "classifier.1" and isinstance(layer, torch.nn.Conv2d) and head_classes(layer) == 1000
+    reset_head(model, 7)
+    assert head_classes(head_linear(model)[1]) == 7
+    assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 7)
+
+
+def test_model_args_build_a_vit_at_a_small_resolution_and_rebuild_from_the_card(tmp_path, capsys) -> None:
+    from bespoke.export import load_model_dir
+    from tests.test_cli import run_cli
+
+    argv = _job(tmp_path, "timm:vit_tiny_patch16_224", 32)
+    code, _, err = run_cli([*argv, "--model-args", "img_size=32"], capsys)
+    assert code == 0, err
+    assert _card(tmp_path)["arch_config"]["model_args"] == {"img_size": 32}
+    model, _ = load_model_dir(tmp_path / "m")
+    assert model.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 2)
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    ([], ("does not accept 32 px input", "--model-args img_size=32")),
+    (["--model-args", "img_size"], ("'img_size' is not key=value",)),
+    (["--model-args", "no_such_arg=1"], ("cannot be built with model arguments no_such_arg=1",
+                                         "unexpected keyword argument 'no_such_arg'")),
+    (["--model-args", "num_classes=3"], ("'num_classes' is set by bespoke itself",)),
+])
+def test_model_args_errors_are_one_line(args, needles, tmp_path, capsys) -> None:
+    from tests.test_cli import _assert_one_line_error, run_cli
+
+    code, _, err = run_cli([*_job(tmp_path, "timm:vit_tiny_patch16_224", 32), *args], capsys)
+    _assert_one_line_error(code, err, *needles)
+    assert not (tmp_path / "m" / "card.json").exists()
+
+
+def test_zoo_model_refuses_model_args() -> None:
+    from bespoke.zoo import create_model
+
+    with pytest.raises(BespokeError, match="mobilenet_v2 takes no model arguments"):
+        create_model("mobilenet_v2", pretrained=False, resolution=32, model_args={"width_mult": 0.5})
+
+
+def test_model_args_are_typed_as_yaml_scalars() -> None:
+    from bespoke.zoo import parse_model_args
+
+    parsed = parse_model_args(["img_size=64,drop_rate=0.1", "dynamic_img_size=true", "global_pool=avg",
+                               "act_layer=null", "name='64'"])
+    assert parsed == {"img_size": 64, "drop_rate": 0.1, "dynamic_img_size": True, "global_pool": "avg",
+                      "act_layer": None, "name": "64"}
+    assert parse_model_args({"img_size": 64}) == {"img_size": 64}
+    for bad in (["a=[1, 2]"], ["1x=3"], ["a=1", "a=2"], ["a=.inf"]):
+        with pytest.raises(BespokeError):
+            parse_model_args(bad)
