@@ -263,3 +263,53 @@ def test_model_args_are_typed_as_yaml_scalars() -> None:
     for bad in (["a=[1, 2]"], ["1x=3"], ["a=1", "a=2"], ["a=.inf"]):
         with pytest.raises(BespokeError):
             parse_model_args(bad)
+
+
+def test_supernet_engine_end_to_end_on_a_mobilenetv3_teacher(tmp_path) -> None:
+    """train -> select on a squeeze-excite, h-swish teacher: a delivered subnet within a params budget."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from bespoke.cli.supernet import supernet_app
+    from bespoke.export import ModelCard, load_model_dir, save_model_dir, zoo_arch_config
+    from bespoke.zoo import create_model
+
+    name = "timm:mobilenetv3_small_050"
+    data = tmp_path / "data"
+    g = torch.Generator().manual_seed(0)
+    # noise normalised to unit variance, like the random input the ONNX check feeds: a random-init net's
+    # activations grow with every layer when BN statistics come from narrower images (flat colours), until the
+    # absolute ONNX tolerance fails on float rounding alone
+    for split, count in (("train", 12), ("test", 6)):
+        for ci, cls in enumerate("rgb"):
+            (data / split / cls).mkdir(parents=True)
+            for i in range(count):
+                pixels = torch.randint(0, 256, (RES, RES, 3), generator=g, dtype=torch.uint8)
+                pixels[: RES // 2, :, ci] = 255
+                Image.fromarray(pixels.numpy()).save(data / split / cls / f"{i}.png")
+    card = ModelCard(arch=name, arch_config=zoo_arch_config(name, 3, RES), engine="finetune", num_classes=3,
+                     resolution=RES, mean=(0.5, 0.5, 0.5), std=(0.29, 0.29, 0.29))
+    teacher = create_model(name, num_classes=3, pretrained=False, resolution=RES)
+    for m in teacher.modules():  # BN statistics of real activations, as a fine-tuned teacher has them
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    with torch.no_grad():
+        teacher.train()(torch.randn(32, 3, RES, RES))
+    save_model_dir(tmp_path / "teacher", teacher.eval(), card)
+    runner = CliRunner()
+    result = runner.invoke(supernet_app, [
+        "train", "--teacher", str(tmp_path / "teacher"), "--data", str(data), "--labels", "0.5", "--out",
+        str(tmp_path / "sn"), "--steps", "2", "--batch-size", "4", "--labelled-only"])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "targets.yaml").write_text("targets:\n  - {name: small, runtime: params, budget: 0.8x}\n")
+    (tmp_path / "select.yaml").write_text("predictor_val_images: 10\ncalib_images: 16\npopulation: 8\n"
+                                          "generations: 2\ncalibration_subnets: 2\n")
+    result = runner.invoke(supernet_app, ["select", str(tmp_path / "sn"), "--targets", str(tmp_path / "targets.yaml"),
+                                          "--out", str(tmp_path / "out"), "--predictor-samples", "8", "--config",
+                                          str(tmp_path / "select.yaml")])
+    assert result.exit_code == 0, result.output
+    model, card = load_model_dir(tmp_path / "out" / "small")
+    assert card.engine == "tofa" and card.params <= card.budget_resolved
+    net = card.arch_config["net"]
+    assert "pooled_fc" in net and any("se" in b for b in net["blocks"])
+    assert model.spec == NetSpec.from_dict(net)
