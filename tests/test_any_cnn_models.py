@@ -17,7 +17,8 @@ from bespoke.targets.measure import torch_threads
 
 RES = 32
 CONVERTIBLE = ["timm:mobilenetv3_large_100", "timm:mobilenetv3_small_100", "timm:efficientnet_b0",
-               "timm:mnasnet_100", "torchvision:mobilenet_v3_small",
+               "timm:mnasnet_100", "torchvision:mobilenet_v3_small", "torchvision:mnasnet0_5",
+               "torchvision:efficientnet_b0",
                # controls: SE-free networks the converter handled before
                "timm:tf_efficientnet_lite0", "timm:mobilenetv2_100"]
 

@@ -1,5 +1,6 @@
 """Build a supernet from a pretrained network: the timm EfficientNet / MobileNetV3 families (EfficientNet-Lite,
-EfficientNet-B0, MnasNet, timm MobileNetV2 / MobileNetV3) or torchvision MobileNetV2 / MobileNetV3.
+EfficientNet-B0, MnasNet, timm MobileNetV2 / MobileNetV3) or torchvision MobileNetV2 / MobileNetV3 / MNASNet /
+EfficientNet.
 
 Conversion reads the network into a :class:`NetSpec` plus a state dict keyed like :class:`StaticNet` (so the
 converted static net computes exactly what the source computes), then loads it into an :class:`ElasticNet` and
@@ -10,6 +11,7 @@ dilation, biased convs, unknown activations) fails loudly, naming the module.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import torch
@@ -33,8 +35,9 @@ from bespoke.supernet.static import StaticNet
 
 State = dict[str, torch.Tensor]
 Layers = Iterator[tuple[str, "LayerSpec | BlockSpec | PooledFcSpec", State]]
-_HINT = "the supernet engine supports inverted-residual networks with or without squeeze-excite: EfficientNet, " \
-        "MnasNet, MobileNetV2, MobileNetV3"
+_HINT = "the supernet engine supports inverted-residual networks with or without squeeze-excite: timm " \
+        "EfficientNet / MnasNet / MobileNetV2 / MobileNetV3, torchvision MobileNetV2 / MobileNetV3 / MNASNet / " \
+        "EfficientNet"
 
 
 def _acts() -> dict[type[nn.Module], str | None]:
@@ -201,7 +204,9 @@ def _cna(seq: nn.Module, where: str, size: int) -> tuple[LayerSpec, State]:
 
 
 def _torchvision_layers(model: nn.Module, resolution: int) -> Layers:
-    """torchvision MobileNetV2 / MobileNetV3: stem, inverted residuals, 1x1 head conv in ``features``."""
+    """torchvision MobileNetV2 / MobileNetV3 / EfficientNet: stem, inverted residuals, 1x1 head conv in
+    ``features``."""
+    from torchvision.models.efficientnet import MBConv
     from torchvision.models.mobilenetv2 import InvertedResidual as InvertedResidualV2
     from torchvision.models.mobilenetv3 import InvertedResidual as InvertedResidualV3
     from torchvision.ops import SqueezeExcitation
@@ -211,14 +216,20 @@ def _torchvision_layers(model: nn.Module, resolution: int) -> Layers:
     stem, st = _cna(feats[0], "features.0", size)
     yield "stem", stem, st
     size = stem.conv.out_size(size)
+    body = []  # EfficientNet nests its blocks one stage deeper
     for i in range(1, len(feats) - 1):
-        blk, where = feats[i], f"features.{i}"
+        stage = feats[i]
+        if isinstance(stage, nn.Sequential) and all(isinstance(b, MBConv) for b in stage):
+            body += [(f"features.{i}.{j}", b) for j, b in enumerate(stage)]
+        else:
+            body.append((f"features.{i}", stage))
+    for where, blk in body:
         if isinstance(blk, InvertedResidualV2):
             layers = list(blk.conv)
             if len(layers) < 3:
                 raise BespokeError(f"{where}: expected [expand] -> depthwise -> projection", _HINT)
             layers[-2:] = [nn.Sequential(layers[-2], layers[-1])]  # projection conv + BN, linear
-        elif isinstance(blk, InvertedResidualV3):
+        elif isinstance(blk, InvertedResidualV3 | MBConv):  # stochastic depth (MBConv) is the identity in eval
             layers = list(blk.block)
         else:
             raise BespokeError(f"{where}: block type {type(blk).__name__} is not supported", _HINT)
@@ -243,8 +254,40 @@ def _torchvision_layers(model: nn.Module, resolution: int) -> Layers:
     yield "head", head, hs
 
 
+def _torchvision_mnasnet_layers(model: nn.Module, resolution: int) -> Layers:
+    """torchvision MNASNet: ``layers`` is a flat list: stem conv-BN-ReLU, a depthwise-separable conv, six stacks of
+    inverted residuals, the 1x1 head conv-BN-ReLU."""
+    from torchvision.models.mnasnet import _InvertedResidual
+
+    flat = list(model.layers)
+    if len(flat) != 17:
+        raise BespokeError(f"MNASNet layers: expected 17 modules, found {len(flat)}", _HINT)
+    size = resolution
+    stem, st = _layer(*flat[0:3], "layers.0", size)
+    yield "stem", stem, st
+    size = stem.conv.out_size(size)
+    dw, dws = _layer(*flat[3:6], "layers.3", size)
+    proj, prs = _layer(flat[6], flat[7], nn.Identity(), "layers.6", size)
+    yield "layers.3", BlockSpec(None, dw, proj, False), {**_prefixed("dw", dws), **_prefixed("project", prs)}
+    for si in range(8, 14):
+        for bi, blk in enumerate(flat[si]):
+            where = f"layers.{si}.{bi}"
+            if not isinstance(blk, _InvertedResidual) or len(blk.layers) != 8:
+                raise BespokeError(f"{where}: block type {type(blk).__name__} is not supported", _HINT)
+            ls = list(blk.layers)
+            expand, exs = _layer(*ls[0:3], f"{where}.layers.0", size)
+            dw, dws = _layer(*ls[3:6], f"{where}.layers.3", size)
+            proj, prs = _layer(ls[6], ls[7], nn.Identity(), f"{where}.layers.6", dw.conv.out_size(size))
+            state = {**_prefixed("expand", exs), **_prefixed("dw", dws), **_prefixed("project", prs)}
+            yield where, BlockSpec(expand, dw, proj, bool(blk.apply_residual)), state
+            size = dw.conv.out_size(size)
+    head, hs = _layer(*flat[14:17], "layers.14", size)
+    yield "head", head, hs
+
+
 def _classifier_parts(model: nn.Module) -> tuple[Layers | None, nn.Module, float]:
-    """The extra pooled layer (torchvision MobileNetV3), the classifier and the dropout of a torchvision model."""
+    """The extra pooled layer (torchvision MobileNetV3), the classifier and the dropout of a torchvision model
+    (MobileNetV2, MNASNet: Dropout -> Linear)."""
     from torchvision.models import MobileNetV3 as TvMobileNetV3
 
     cls = model.classifier
@@ -254,17 +297,16 @@ def _classifier_parts(model: nn.Module) -> tuple[Layers | None, nn.Module, float
         fc = PooledFcSpec(cls[0].out_features, _act_name(cls[1], "classifier.1"))
         return iter([("fc", fc, _prefixed("linear", cls[0].state_dict()))]), cls[3], float(cls[2].p)
     if not (len(cls) == 2 and isinstance(cls[0], nn.Dropout)):
-        raise BespokeError("MobileNetV2 classifier must be Dropout -> Linear", _HINT)
+        raise BespokeError(f"{type(model).__name__} classifier must be Dropout -> Linear", _HINT)
     return None, cls[1], float(cls[0].p)
 
 
 def convert(model: nn.Module, resolution: int) -> tuple[NetSpec, State]:
     """The :class:`NetSpec` of ``model`` at ``resolution`` and its weights keyed like :class:`StaticNet`."""
-    import itertools
-
     from timm.models.efficientnet import EfficientNet
     from timm.models.mobilenetv3 import MobileNetV3
-    from torchvision.models import MobileNetV2
+    from torchvision.models import EfficientNet as TvEfficientNet
+    from torchvision.models import MNASNet, MobileNetV2
     from torchvision.models import MobileNetV3 as TvMobileNetV3
 
     if isinstance(model, EfficientNet | MobileNetV3):
@@ -272,9 +314,9 @@ def convert(model: nn.Module, resolution: int) -> tuple[NetSpec, State]:
             raise BespokeError(f"global pool {model.global_pool} is not supported", _HINT)
         layers = _timm_layers(model, resolution, pooled_head=isinstance(model, MobileNetV3))
         classifier, dropout = model.classifier, float(model.drop_rate)
-    elif isinstance(model, MobileNetV2 | TvMobileNetV3):
+    elif isinstance(model, MobileNetV2 | TvMobileNetV3 | MNASNet | TvEfficientNet):
         extra, classifier, dropout = _classifier_parts(model)
-        layers = _torchvision_layers(model, resolution)
+        layers = (_torchvision_mnasnet_layers if isinstance(model, MNASNet) else _torchvision_layers)(model, resolution)
         if extra is not None:
             layers = itertools.chain(layers, extra)
     else:
