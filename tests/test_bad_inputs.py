@@ -295,7 +295,7 @@ def teacher_card_corrupt(w, tmp, mp):
 
 @case
 def supernet_unsupported_teacher(w, tmp, mp):
-    return (*_supernet(w, tmp, w.teacher), ("cannot build a supernet from MobileNetV3", "squeeze-excite"))
+    return (*_supernet(w, tmp, w.vit), ("cannot build a supernet from VisionTransformer", "inverted-residual"))
 
 
 @case

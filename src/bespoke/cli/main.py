@@ -57,6 +57,9 @@ def finetune(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help="zoo name (see `bespoke zoo list`), timm:<arch> or torchvision:<arch>")]
     = "efficientnet_lite0",
+    model_args: Annotated[list[str] | None, typer.Option(help="constructor arguments of a timm/torchvision model, "
+                                                              "key=value (YAML-typed; repeat or comma-separate), "
+                                                              "e.g. img_size=64")] = None,
     data: Annotated[str, typer.Option(help="fashion-mnist | ImageFolder dir (train/ test/ \\[val/]) | CIFAR dir")]
     = "fashion-mnist",
     resolution: Annotated[int, typer.Option(help="input size in pixels")] = 64,
@@ -69,6 +72,9 @@ def finetune(
     = None,
     seed: Annotated[int, typer.Option(help="seed for splits, order, augmentation, init")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    memory_format: Annotated[str, typer.Option(help="training layout: auto | channels_last | contiguous (auto: "
+                                                    "channels_last unless the model is known to break in it)")]
+    = "auto",
     out: Annotated[Path, typer.Option(help="model directory to write (resumes if interrupted)")]
     = Path("runs/finetune"),
     config: ConfigOpt = None,
@@ -81,10 +87,10 @@ def finetune(
     from bespoke.cli.config import resolve
     from bespoke.pipeline import FinetuneJob, run_finetune
 
-    train_keys = {"epochs", "batch_size", "lr", "seed", "device"}
-    values = {"model": model, "data": data, "resolution": resolution, "train_limit": train_limit,
-              "test_limit": test_limit, "weights": weights, "out": out, "epochs": epochs, "batch_size": batch_size,
-              "lr": lr, "seed": seed, "device": device}
+    train_keys = {"epochs", "batch_size", "lr", "seed", "device", "memory_format"}
+    values = {"model": model, "model_args": model_args, "data": data, "resolution": resolution,
+              "train_limit": train_limit, "test_limit": test_limit, "weights": weights, "out": out, "epochs": epochs,
+              "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "memory_format": memory_format}
     job = resolve(FinetuneJob, ctx, config, values, nested={k: "train" for k in train_keys})
     card, result = run_finetune(job)
     console.print(f"[green]done[/green] {job.out}: test top-1 {card.accuracy:.4f}, params {card.params:,}, "

@@ -56,10 +56,15 @@ def build_arch(arch_config: dict[str, Any]) -> nn.Module:
     return get_arch_builder(name)(arch_config)
 
 
-def zoo_arch_config(name: str, num_classes: int, resolution: int) -> dict[str, Any]:
-    """Recipe of a zoo model (architecture only; weights come from model.safetensors)."""
-    return {"builder": "zoo", "name": name, "num_classes": num_classes, "resolution": resolution}
+def zoo_arch_config(name: str, num_classes: int, resolution: int,
+                    model_args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Recipe of a zoo model (architecture only; weights come from model.safetensors). ``model_args``: the
+    constructor keyword arguments it was built with (kept only when there are any)."""
+    config = {"builder": "zoo", "name": name, "num_classes": num_classes, "resolution": resolution}
+    if model_args:
+        config["model_args"] = dict(model_args)
+    return config
 
 
 register_arch_builder("zoo", lambda c: create_model(c["name"], num_classes=c["num_classes"], pretrained=False,
-                                                    resolution=c["resolution"]))
+                                                    resolution=c["resolution"], model_args=c.get("model_args")))

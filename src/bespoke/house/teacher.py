@@ -11,7 +11,7 @@ from torch import nn
 from bespoke.data import DataSplits
 from bespoke.errors import BespokeError
 from bespoke.export import CARD, load_model_dir, zoo_arch_config
-from bespoke.zoo import create_model, get_pretrained_cfg, head_linear
+from bespoke.zoo import create_model, get_pretrained_cfg, head_classes, head_linear
 
 
 @dataclass
@@ -45,7 +45,7 @@ def resolve_teacher(teacher: str | Path | nn.Module, *, resolution: int | None =
             raise BespokeError("a teacher module needs its arch_config (the JSON recipe that rebuilds it)",
                                "pass a model directory or zoo name instead, or give arch_config")
         resolution = resolution or arch_config.get("resolution")
-        num_classes = num_classes or arch_config.get("num_classes") or head_linear(teacher)[1].out_features
+        num_classes = num_classes or arch_config.get("num_classes") or head_classes(head_linear(teacher)[1])
         if resolution is None:
             raise BespokeError("a teacher module needs its input resolution", "pass resolution=")
         return TeacherInfo(teacher.eval(), dict(arch_config), num_classes, resolution,

@@ -5,14 +5,15 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bespoke.data import load_dataset
+from bespoke.errors import BespokeError
 from bespoke.export import ModelCard, check_out_dir, save_model_dir, zoo_arch_config
 from bespoke.train import FinetuneConfig, FinetuneResult, finetune
 from bespoke.utils.distributed import DistContext, distributed
 from bespoke.utils.lock import output_lock
-from bespoke.zoo import create_model, get_pretrained_cfg
+from bespoke.zoo import ModelArgs, create_model, get_pretrained_cfg, parse_model_args
 
 
 class FinetuneJob(BaseModel):
@@ -21,6 +22,8 @@ class FinetuneJob(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str = Field("efficientnet_lite0", description="zoo name, timm:<arch> or torchvision:<arch>")
+    model_args: ModelArgs = Field(default_factory=dict, description="constructor keyword arguments of a timm / "
+                                                                    "torchvision model: key=value items or a mapping")
     weights: Path | None = Field(None, description="local .safetensors/.pth instead of the zoo's weights")
     pretrained: bool = True
     data: str = Field("fashion-mnist", description="fashion-mnist | ImageFolder dir | CIFAR python dir")
@@ -30,6 +33,14 @@ class FinetuneJob(BaseModel):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     out: Path = Path("runs/finetune")
     train: FinetuneConfig = Field(default_factory=FinetuneConfig)
+
+    @field_validator("model_args", mode="before")
+    @classmethod
+    def _parse_model_args(cls, value: object) -> ModelArgs:
+        try:
+            return parse_model_args(value)  # type: ignore[arg-type]
+        except BespokeError as exc:  # pydantic reports ValueErrors as "invalid option model_args: ..."
+            raise ValueError(str(exc)) from None
 
 
 def run_finetune(job: FinetuneJob, *, dist: DistContext | None = None) -> tuple[ModelCard, FinetuneResult]:
@@ -52,17 +63,19 @@ def _finetune_and_save(job: FinetuneJob, dist: DistContext) -> tuple[ModelCard, 
                           train_limit=job.train_limit, test_limit=job.test_limit)
     cfg = get_pretrained_cfg(job.model)
     model = create_model(job.model, num_classes=splits.num_classes, pretrained=job.pretrained,
-                         resolution=job.resolution, weights=job.weights, seed=job.train.seed)
+                         resolution=job.resolution, weights=job.weights, seed=job.train.seed,
+                         model_args=job.model_args)
     result = finetune(model, splits.train, splits.test, job.train, mean=cfg.mean, std=cfg.std, out_dir=job.out,
                       dist=dist)
     if not dist.is_main:
         return dist.broadcast_object(None), result
     card = ModelCard(
-        arch=job.model, arch_config=zoo_arch_config(job.model, splits.num_classes, job.resolution),
+        arch=job.model, arch_config=zoo_arch_config(job.model, splits.num_classes, job.resolution, job.model_args),
         engine="finetune", num_classes=splits.num_classes, classes=splits.classes, resolution=job.resolution,
         mean=cfg.mean, std=cfg.std, accuracy=result.accuracy, cost_cpu_s={"finetune": round(result.cpu_s, 1)},
         data={"dataset": splits.name, "train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
-        provenance={"weights": str(job.weights) if job.weights else cfg.source, "recipe": job.train.model_dump(),
+        provenance={"weights": str(job.weights) if job.weights else cfg.source,
+                    "recipe": {**job.train.model_dump(), "memory_format": result.memory_format},  # the one used
                     "history": result.history, "wall_s": round(result.wall_s, 1)},
     )
     return dist.broadcast_object(save_model_dir(job.out, model, card)), result

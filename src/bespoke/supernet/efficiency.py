@@ -66,7 +66,8 @@ def enumerate_parts(max_spec: NetSpec, space: SearchSpace, batch: int
     heads: dict[str, str] = {}
     choices = [b for st in space.stages for b in st.blocks]
     for res in space.resolutions:
-        spec = NetSpec(res, max_spec.stem, max_spec.blocks, max_spec.head, max_spec.num_classes, max_spec.dropout)
+        spec = NetSpec(res, max_spec.stem, max_spec.blocks, max_spec.head, max_spec.num_classes, max_spec.dropout,
+                       max_spec.pooled_fc)
         sizes = spec.block_sizes()
         stem_key = f"stem@{res}"
         parts.setdefault(stem_key, (stem_key, ConvBNAct(spec.stem, res), (batch, 3, res, res)))

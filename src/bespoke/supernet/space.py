@@ -262,7 +262,8 @@ def block_variant(block: BlockSpec, cfg: BlockConfig) -> BlockSpec:
     if block.expand is not None:
         e = block.expand
         new_expand = LayerSpec(ConvSpec(e.conv.in_ch, hidden, 1, 1, False, e.conv.pad_mode), e.act, e.bn_eps)
-    return BlockSpec(new_expand, new_dw, new_project, block.skip)
+    new_se = None if block.se is None else block.se.scaled(hidden)
+    return BlockSpec(new_expand, new_dw, new_project, block.skip, new_se)
 
 
 def subnet_spec(max_spec: NetSpec, space: SearchSpace, cfg: SubnetConfig) -> NetSpec:
@@ -274,4 +275,4 @@ def subnet_spec(max_spec: NetSpec, space: SearchSpace, cfg: SubnetConfig) -> Net
             blocks.append(block_variant(max_spec.blocks[start + i], bcfg))
         start += len(st.blocks)
     return NetSpec(cfg.resolution, max_spec.stem, tuple(blocks), max_spec.head, max_spec.num_classes,
-                   max_spec.dropout)
+                   max_spec.dropout, max_spec.pooled_fc)

@@ -1,7 +1,8 @@
 """Architecture specs: the plain data that describes a (sub)network of the inverted-residual family.
 
-One :class:`NetSpec` describes a whole classifier: stem conv, a list of MBConv blocks, an optional 1x1 head conv,
-global pooling, dropout and a linear classifier. The same spec type describes the supernet at its largest (the
+One :class:`NetSpec` describes a whole classifier: stem conv, a list of MBConv blocks (each with an optional
+squeeze-excite), an optional 1x1 head conv, global pooling, an optional pooled linear layer (MobileNetV3's), dropout
+and a linear classifier. The same spec type describes the supernet at its largest (the
 pretrained network) and every extracted subnet; a spec rebuilds a plain module (:mod:`bespoke.supernet.static`)
 or an elastic one (:mod:`bespoke.supernet.elastic`). Specs are frozen dataclasses with strict JSON round trips.
 """
@@ -17,6 +18,7 @@ from bespoke.errors import BespokeError
 PadMode = Literal["tf_same", "symmetric"]
 PAD_MODES: tuple[str, ...] = get_args(PadMode)
 ACTIVATIONS: tuple[str, ...] = ("relu", "relu6", "silu", "hardswish")
+GATES: tuple[str, ...] = ("sigmoid", "hardsigmoid")
 
 
 def _check_keys(data: Any, cls: type, required: set[str], optional: set[str] | None = None) -> dict[str, Any]:
@@ -94,8 +96,7 @@ class LayerSpec:
     bn_eps: float
 
     def __post_init__(self) -> None:
-        if self.act is not None and self.act not in ACTIVATIONS:
-            raise BespokeError(f"unsupported activation {self.act!r}", f"one of {', '.join(ACTIVATIONS)}")
+        _check_act(self.act, ACTIVATIONS)
 
     def to_dict(self) -> dict[str, Any]:
         return {"conv": self.conv.to_dict(), "act": self.act, "bn_eps": self.bn_eps}
@@ -106,19 +107,58 @@ class LayerSpec:
         return cls(ConvSpec.from_dict(d["conv"]), d["act"], float(d["bn_eps"]))
 
 
+def _check_act(act: str | None, allowed: tuple[str, ...]) -> None:
+    if act is not None and act not in allowed:
+        raise BespokeError(f"unsupported activation {act!r}", f"one of {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class SESpec:
+    """Squeeze-excite: mean pool -> 1x1 conv to ``reduced`` (biased) -> act -> 1x1 conv back (biased) -> gate."""
+
+    channels: int
+    reduced: int
+    act: str
+    gate: str
+
+    def __post_init__(self) -> None:
+        if not 0 < self.reduced or not 0 < self.channels:
+            raise BespokeError(f"squeeze-excite widths must be positive, got {self.channels} -> {self.reduced}")
+        _check_act(self.act, ACTIVATIONS)
+        _check_act(self.gate, GATES)
+
+    def scaled(self, channels: int) -> SESpec:
+        """This squeeze-excite gating ``channels`` instead: the reduced width follows in proportion (>= 1)."""
+        if channels == self.channels:
+            return self
+        return SESpec(channels, max(1, round(self.reduced * channels / self.channels)), self.act, self.gate)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"channels": self.channels, "reduced": self.reduced, "act": self.act, "gate": self.gate}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SESpec:
+        d = _check_keys(data, cls, {"channels", "reduced", "act", "gate"})
+        return cls(int(d["channels"]), int(d["reduced"]), d["act"], d["gate"])
+
+
 @dataclass(frozen=True)
 class BlockSpec:
-    """Inverted residual: [1x1 expand] -> depthwise kxk -> 1x1 linear projection, residual when ``skip``."""
+    """Inverted residual: [1x1 expand] -> depthwise kxk -> [squeeze-excite] -> 1x1 projection, residual when
+    ``skip``."""
 
     expand: LayerSpec | None
     dw: LayerSpec
     project: LayerSpec
     skip: bool
+    se: SESpec | None = None
 
     def __post_init__(self) -> None:
         hidden = self.dw.conv.in_ch
         if not self.dw.conv.depthwise or self.project.conv.in_ch != hidden:
             raise BespokeError("block spec: the depthwise conv and the projection disagree on hidden channels")
+        if self.se is not None and self.se.channels != hidden:
+            raise BespokeError("block spec: the squeeze-excite and the depthwise conv disagree on hidden channels")
         if self.expand is not None and self.expand.conv.out_ch != hidden:
             raise BespokeError("block spec: the expansion and the depthwise conv disagree on hidden channels")
         if self.skip and (self.stride != 1 or self.in_ch != self.out_ch):
@@ -148,23 +188,50 @@ class BlockSpec:
         """Shape key of this block at input ``size`` (everything its latency depends on)."""
         e = "x" if self.expand is None else "e"
         pads = "" if self.dw.conv.pad_mode == "symmetric" else "t"
+        se = "" if self.se is None else f"_se{self.se.reduced}{self.se.act}{self.se.gate}"
         return (f"mb{e}{pads}_i{self.in_ch}_h{self.hidden}_o{self.out_ch}_k{self.kernel}_s{self.stride}"
-                f"_r{int(self.skip)}_{self.dw.act}@{size}")
+                f"_r{int(self.skip)}_{self.dw.act}{se}@{size}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"expand": None if self.expand is None else self.expand.to_dict(), "dw": self.dw.to_dict(),
-                "project": self.project.to_dict(), "skip": self.skip}
+        out = {"expand": None if self.expand is None else self.expand.to_dict(), "dw": self.dw.to_dict(),
+               "project": self.project.to_dict(), "skip": self.skip}
+        if self.se is not None:  # written only when present: SE-free specs keep their earlier JSON
+            out["se"] = self.se.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BlockSpec:
-        d = _check_keys(data, cls, {"expand", "dw", "project", "skip"})
+        d = _check_keys(data, cls, {"expand", "dw", "project", "skip"}, {"se"})
         expand = None if d["expand"] is None else LayerSpec.from_dict(d["expand"])
-        return cls(expand, LayerSpec.from_dict(d["dw"]), LayerSpec.from_dict(d["project"]), bool(d["skip"]))
+        se = None if d.get("se") is None else SESpec.from_dict(d["se"])
+        return cls(expand, LayerSpec.from_dict(d["dw"]), LayerSpec.from_dict(d["project"]), bool(d["skip"]), se)
+
+
+@dataclass(frozen=True)
+class PooledFcSpec:
+    """A biased linear layer and activation between global pooling and the classifier (MobileNetV3's head)."""
+
+    features: int
+    act: str | None
+
+    def __post_init__(self) -> None:
+        if self.features < 1:
+            raise BespokeError(f"pooled linear layer needs >= 1 features, got {self.features}")
+        _check_act(self.act, ACTIVATIONS)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": self.features, "act": self.act}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PooledFcSpec:
+        d = _check_keys(data, cls, {"features", "act"})
+        return cls(int(d["features"]), d["act"])
 
 
 @dataclass(frozen=True)
 class NetSpec:
-    """A whole classifier: stem, blocks, optional head conv, global average pool, dropout, linear classifier."""
+    """A whole classifier: stem, blocks, optional head conv, global average pool, optional pooled linear layer,
+    dropout, linear classifier."""
 
     resolution: int
     stem: LayerSpec
@@ -172,6 +239,7 @@ class NetSpec:
     head: LayerSpec | None
     num_classes: int
     dropout: float = 0.0
+    pooled_fc: PooledFcSpec | None = None
 
     def __post_init__(self) -> None:
         ch = self.stem.conv.out_ch
@@ -184,10 +252,15 @@ class NetSpec:
 
     @property
     def num_features(self) -> int:
-        """Channels entering the classifier."""
+        """Channels entering the global pool."""
         if self.head is not None:
             return self.head.conv.out_ch
         return self.blocks[-1].out_ch if self.blocks else self.stem.conv.out_ch
+
+    @property
+    def classifier_in(self) -> int:
+        """Features entering the classifier."""
+        return self.num_features if self.pooled_fc is None else self.pooled_fc.features
 
     def block_sizes(self) -> list[int]:
         """Input spatial size of every block (then of the head, last) at ``resolution``."""
@@ -199,15 +272,19 @@ class NetSpec:
         return [*sizes, size]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"resolution": self.resolution, "stem": self.stem.to_dict(),
-                "blocks": [b.to_dict() for b in self.blocks],
-                "head": None if self.head is None else self.head.to_dict(),
-                "num_classes": self.num_classes, "dropout": self.dropout}
+        out = {"resolution": self.resolution, "stem": self.stem.to_dict(),
+               "blocks": [b.to_dict() for b in self.blocks],
+               "head": None if self.head is None else self.head.to_dict(),
+               "num_classes": self.num_classes, "dropout": self.dropout}
+        if self.pooled_fc is not None:
+            out["pooled_fc"] = self.pooled_fc.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NetSpec:
-        d = _check_keys(data, cls, {"resolution", "stem", "blocks", "head", "num_classes", "dropout"})
+        d = _check_keys(data, cls, {"resolution", "stem", "blocks", "head", "num_classes", "dropout"},
+                        {"pooled_fc"})
         return cls(int(d["resolution"]), LayerSpec.from_dict(d["stem"]),
                    tuple(BlockSpec.from_dict(b) for b in d["blocks"]),
                    None if d["head"] is None else LayerSpec.from_dict(d["head"]), int(d["num_classes"]),
-                   float(d["dropout"]))
+                   float(d["dropout"]), None if d.get("pooled_fc") is None else PooledFcSpec.from_dict(d["pooled_fc"]))

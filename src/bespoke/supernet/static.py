@@ -11,14 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bespoke.supernet.specs import BlockSpec, ConvSpec, LayerSpec, NetSpec
+from bespoke.supernet.specs import BlockSpec, ConvSpec, LayerSpec, NetSpec, SESpec
 from bespoke.zoo import StaticSameConv2d
 
 
 def make_activation(name: str | None) -> nn.Module:
-    """The activation module of a spec's ``act`` name (``None``: identity)."""
+    """The activation module of a spec's ``act`` or squeeze-excite ``gate`` name (``None``: identity)."""
     table: dict[str | None, type[nn.Module]] = {None: nn.Identity, "relu": nn.ReLU, "relu6": nn.ReLU6,
-                                                "silu": nn.SiLU, "hardswish": nn.Hardswish}
+                                                "silu": nn.SiLU, "hardswish": nn.Hardswish,
+                                                "sigmoid": nn.Sigmoid, "hardsigmoid": nn.Hardsigmoid}
     return table[name]()
 
 
@@ -45,35 +46,75 @@ class ConvBNAct(nn.Module):
         return self.act(self.bn(self.conv(x)))
 
 
+class SqueezeExcite(nn.Module):
+    """x * gate(expand(act(reduce(mean(x))))) with biased 1x1 convs (timm's and torchvision's layout)."""
+
+    def __init__(self, spec: SESpec) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(spec.channels, spec.reduced, 1)
+        self.act = make_activation(spec.act)
+        self.expand = nn.Conv2d(spec.reduced, spec.channels, 1)
+        self.gate = make_activation(spec.gate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True)))))
+
+
 class MBConv(nn.Module):
-    """Inverted residual block: [expand] -> depthwise -> project (+ input when ``skip``)."""
+    """Inverted residual block: [expand] -> depthwise -> [squeeze-excite] -> project (+ input when ``skip``)."""
 
     def __init__(self, spec: BlockSpec, size: int) -> None:
         super().__init__()
         self.expand = ConvBNAct(spec.expand, size) if spec.expand is not None else None
         self.dw = ConvBNAct(spec.dw, size)
+        self.se = SqueezeExcite(spec.se) if spec.se is not None else None
         self.project = ConvBNAct(spec.project, spec.dw.conv.out_size(size))
         self.skip = spec.skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x if self.expand is None else self.expand(x)
-        out = self.project(self.dw(out))
+        out = self.dw(x if self.expand is None else self.expand(x))
+        if self.se is not None:
+            out = self.se(out)
+        out = self.project(out)
         return out + x if self.skip else out
 
 
+class PooledFc(nn.Module):
+    """The biased linear layer and activation between pooling and the classifier (MobileNetV3's head)."""
+
+    def __init__(self, in_features: int, features: int, act: str | None) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, features)
+        self.act = make_activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.linear(x))
+
+
+def make_pooled_fc(spec: NetSpec) -> PooledFc | None:
+    """The spec's pooled linear layer, if it has one (shared by the static and the elastic head)."""
+    if spec.pooled_fc is None:
+        return None
+    return PooledFc(spec.num_features, spec.pooled_fc.features, spec.pooled_fc.act)
+
+
 class Head(nn.Module):
-    """[1x1 conv-BN-act] -> global average pool -> dropout -> linear classifier."""
+    """[1x1 conv-BN-act] -> global average pool -> [linear-act] -> dropout -> linear classifier."""
 
     def __init__(self, spec: NetSpec, size: int) -> None:
         super().__init__()
         self.conv = ConvBNAct(spec.head, size) if spec.head is not None else None
+        self.fc = make_pooled_fc(spec)
         self.dropout = nn.Dropout(spec.dropout)
-        self.classifier = nn.Linear(spec.num_features, spec.num_classes)
+        self.classifier = nn.Linear(spec.classifier_in, spec.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv is not None:
             x = self.conv(x)
-        return self.classifier(self.dropout(F.adaptive_avg_pool2d(x, 1).flatten(1)))
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        if self.fc is not None:
+            x = self.fc(x)
+        return self.classifier(self.dropout(x))
 
 
 class StaticNet(nn.Module):

@@ -77,7 +77,7 @@ def load_teacher(teacher: str | Path, *, num_classes: int | None, resolution: in
                                "fine-tune the teacher on the same data set")
         if card.arch_config.get("builder") == "zoo":
             model = create_model(card.arch, num_classes=card.num_classes, pretrained=False, resolution=res,
-                                 weights=path / "model.safetensors")
+                                 weights=path / "model.safetensors", model_args=card.arch_config.get("model_args"))
         elif res == card.resolution:
             model, _ = load_model_dir(path)
         else:

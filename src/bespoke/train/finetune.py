@@ -11,6 +11,7 @@ step, rank 0 alone writes checkpoints (the others wait), and the test set is eva
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,6 +56,23 @@ class FinetuneConfig(BaseModel):
     device: str = "auto"
     checkpoint_every: int = Field(50, ge=1, description="steps between mid-epoch checkpoints")
     eval_batch_size: int = Field(256, ge=1)
+    memory_format: Literal["channels_last", "contiguous", "auto"] = Field(
+        "auto", description="layout of weights and images while training: channels_last (faster convolutions), "
+                            "contiguous, or auto (channels_last unless the model is known to break in it)")
+
+
+#: Blocks whose CPU backward pass hangs or crashes in channels-last layout (a torch bug: timm's RepVGG blocks).
+CHANNELS_LAST_UNSAFE_CPU = frozenset({"RepVggBlock"})
+
+
+def resolve_memory_format(model: nn.Module, requested: str, device: torch.device) -> str:
+    """The layout a fine-tune of ``model`` on ``device`` trains in: ``requested`` unless it is ``"auto"``, which
+    picks contiguous for models with a block known to break in channels-last on CPU, channels-last otherwise."""
+    if requested != "auto":
+        return requested
+    if device.type == "cpu" and any(type(m).__name__ in CHANNELS_LAST_UNSAFE_CPU for m in model.modules()):
+        return "contiguous"
+    return "channels_last"
 
 
 @dataclass
@@ -66,6 +84,7 @@ class FinetuneResult:
     cpu_s: float
     wall_s: float
     history: list[dict] = field(default_factory=list)
+    memory_format: str = "channels_last"  # the layout it trained in (``FinetuneConfig.memory_format`` resolved)
 
 
 class ResumableSampler(Sampler[int]):
@@ -167,7 +186,10 @@ def finetune(model: nn.Module, train_ds: Dataset, test_ds: Dataset, cfg: Finetun
     train_tf = build_transform("eval" if cfg.augment == "none" else cfg.augment, mean, std)
     data = TransformedDataset(train_ds, train_tf)
     model.train()
-    with channels_last(model, teacher), make_progress() as progress:
+    layout = resolve_memory_format(model, cfg.memory_format, device)
+    image_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    weights_layout = channels_last(model, teacher) if layout == "channels_last" else contextlib.nullcontext()
+    with weights_layout, make_progress() as progress:
         task = progress.add_task(stage, total=total_steps, completed=step, postfix="")
         while epoch < cfg.epochs:
             sampler = ResumableSampler(n, cfg.seed, epoch, start=step_in_epoch * cfg.batch_size, rank=ctx.rank,
@@ -181,7 +203,7 @@ def finetune(model: nn.Module, train_ds: Dataset, test_ds: Dataset, cfg: Finetun
             if step_in_epoch == 0:
                 running = 0.0
             for x, y in loader:
-                x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
+                x = x.to(device, non_blocking=True, memory_format=image_format)
                 y = y.to(device, non_blocking=True)
                 with autocast(device):
                     logits = model(x)
@@ -214,7 +236,7 @@ def finetune(model: nn.Module, train_ds: Dataset, test_ds: Dataset, cfg: Finetun
                                   cfg.eval_batch_size, ctx)
     return FinetuneResult(accuracy=result.accuracy, test_loss=result.loss, steps=step, epochs=cfg.epochs,
                           cpu_s=spent_cpu + ctx.sum(cpu_seconds() - cpu0),
-                          wall_s=spent_wall + time.perf_counter() - wall0, history=history)
+                          wall_s=spent_wall + time.perf_counter() - wall0, history=history, memory_format=layout)
 
 
 def _evaluate_shards(model: nn.Module, ds: Dataset, batch_size: int, ctx: DistContext) -> EvalResult:
@@ -239,4 +261,4 @@ def _rank_seed(seed: int, rank: int, step: int = 0) -> int:
 
 def _recipe(cfg: FinetuneConfig) -> dict[str, Any]:
     """What a resumed run must share with the checkpoint (where it runs and how often it saves may change)."""
-    return cfg.model_dump(mode="json", exclude={"device", "checkpoint_every", "eval_batch_size"})
+    return cfg.model_dump(mode="json", exclude={"device", "checkpoint_every", "eval_batch_size", "memory_format"})

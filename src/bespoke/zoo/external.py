@@ -24,8 +24,8 @@ def _timm_entry(arch: str) -> ModelEntry:
         native_resolution=int(pcfg.get("input_size", (3, 224, 224))[-1]), num_classes=probe.num_classes,
         classifier=str(pcfg.get("classifier", "classifier")), license=str(pcfg.get("license", "unknown")),
     )
-    return ModelEntry(cfg=cfg, build=lambda n: timm.create_model(arch, pretrained=False, num_classes=n),
-                      pretrained_state=None, probe_input=True)
+    return ModelEntry(cfg=cfg, build=lambda n, **kw: timm.create_model(arch, pretrained=False, num_classes=n, **kw),
+                      pretrained_state=None, probe_input=True, takes_args=True)
 
 
 def _torchvision_entry(arch: str) -> ModelEntry:
@@ -33,8 +33,9 @@ def _torchvision_entry(arch: str) -> ModelEntry:
         raise BespokeError(f"torchvision has no classification architecture {arch!r}",
                            "see torchvision.models.list_models() for names")
     cfg = PretrainedCfg(name=f"torchvision:{arch}", family=arch, source="local weights file (torchvision arch)")
-    return ModelEntry(cfg=cfg, build=lambda n: torchvision.models.get_model(arch, weights=None, num_classes=n),
-                      pretrained_state=None, probe_input=True)
+    return ModelEntry(cfg=cfg, build=lambda n, **kw: torchvision.models.get_model(arch, weights=None,
+                                                                                 num_classes=n, **kw),
+                      pretrained_state=None, probe_input=True, takes_args=True)
 
 
 register_prefix("timm", _timm_entry)

@@ -18,6 +18,7 @@ from torch import nn
 from bespoke.errors import BespokeError
 from bespoke.zoo.config import PretrainedCfg
 from bespoke.zoo.layers import freeze_same_padding, set_bn_momentum
+from bespoke.zoo.model_args import ModelArgs, parse_model_args
 from bespoke.zoo.weights import apply_state_dict, load_state_dict
 
 
@@ -26,11 +27,14 @@ class ModelEntry:
     """A registered model: how to build it (``num_classes`` as the weights have it) and where its weights are."""
 
     cfg: PretrainedCfg
-    build: Callable[[int], nn.Module]
+    #: ``build(num_classes, **model_args)``; keyword arguments only where ``takes_args``
+    build: Callable[..., nn.Module]
     pretrained_state: Callable[[], dict[str, torch.Tensor]] | None
     #: run one forward at the requested resolution when built: other libraries' architectures may take only some
     #: input sizes (a ViT its own), and that must fail here, in one line, not at the first training step
     probe_input: bool = False
+    #: the builder passes keyword arguments to the library's constructor (``--model-args``)
+    takes_args: bool = False
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -73,27 +77,44 @@ def get_pretrained_cfg(name: str) -> PretrainedCfg:
     return get_entry(name).cfg
 
 
-def head_linear(model: nn.Module) -> tuple[str, nn.Linear]:
-    """The classifier: the last ``nn.Linear`` in module order (true for every zoo/timm/torchvision classifier)."""
+def head_linear(model: nn.Module) -> tuple[str, nn.Linear | nn.Conv2d]:
+    """The classifier: the last ``nn.Linear`` in module order (true for every zoo/timm/torchvision classifier with
+    a linear head), else the last dense 1x1 ``nn.Conv2d`` (a conv head, SqueezeNet's, pooled after)."""
     found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not found:
-        raise BespokeError(f"{type(model).__name__} has no nn.Linear classifier", "use a classification model")
-    return found[-1]
+    if found:
+        return found[-1]
+    convs = [(n, m) for n, m in model.named_modules()
+             if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1]
+    if not convs:
+        raise BespokeError(f"{type(model).__name__} has neither an nn.Linear nor a 1x1 conv classifier",
+                           "use a classification model")
+    return convs[-1]
+
+
+def head_classes(layer: nn.Linear | nn.Conv2d) -> int:
+    """Classes a classifier layer of :func:`head_linear` predicts."""
+    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
 
 
 def reset_head(model: nn.Module, num_classes: int) -> nn.Module:
-    """Replace the classifier by a fresh ``Linear(in_features, num_classes)`` (no-op if it already has that size)."""
+    """Replace the classifier by a fresh layer of the same kind for ``num_classes`` (no-op if it already has that
+    size): ``Linear(in_features, num_classes)`` or a 1x1 ``Conv2d(in_channels, num_classes)``."""
     name, old = head_linear(model)
-    if old.out_features == num_classes:
+    if head_classes(old) == num_classes:
         return model
-    new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    new: nn.Module
+    if isinstance(old, nn.Linear):
+        new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    else:
+        new = nn.Conv2d(old.in_channels, num_classes, 1, bias=old.bias is not None)
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
     return model
 
 
 def create_model(name: str, *, num_classes: int | None = None, pretrained: bool = True, resolution: int = 224,
-                 weights: str | Path | None = None, bn_momentum: float | None = 0.1, seed: int = 0) -> nn.Module:
+                 weights: str | Path | None = None, bn_momentum: float | None = 0.1, seed: int = 0,
+                 model_args: ModelArgs | None = None) -> nn.Module:
     """Build a model by name.
 
     Args:
@@ -105,15 +126,32 @@ def create_model(name: str, *, num_classes: int | None = None, pretrained: bool 
         bn_momentum: batch-norm momentum to train with (TF ports ship 0.01, too slow for short runs); ``None`` keeps it.
         seed: initialises whatever the weights do not cover (a new head; everything without weights). The global RNG
             is neither read nor advanced, so the same arguments give the same model in any process.
+        model_args: keyword arguments for a ``timm:``/``torchvision:`` constructor (``{"img_size": 64}``).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _create(name, num_classes=num_classes, pretrained=pretrained, resolution=resolution, weights=weights,
-                       bn_momentum=bn_momentum)
+                       bn_momentum=bn_momentum, model_args=parse_model_args(model_args))
+
+
+def _build(entry: ModelEntry, name: str, model_args: ModelArgs) -> nn.Module:
+    """``entry``'s architecture with ``model_args``; a constructor refusing them is one error naming them."""
+    if not model_args:
+        return entry.build(entry.cfg.num_classes)
+    if not entry.takes_args:
+        raise BespokeError(f"{name} takes no model arguments", "--model-args is for timm:<arch> and "
+                                                                "torchvision:<arch> models")
+    try:
+        return entry.build(entry.cfg.num_classes, **model_args)
+    except (TypeError, ValueError, AssertionError, RuntimeError, KeyError) as exc:
+        reason = " ".join(str(exc).split())[:160].rstrip(".") or type(exc).__name__
+        given = ", ".join(f"{k}={v!r}" for k, v in model_args.items())
+        raise BespokeError(f"{name} cannot be built with model arguments {given} ({reason})",
+                           "see the architecture's constructor for its keyword arguments") from None
 
 
 def _create(name: str, *, num_classes: int | None, pretrained: bool, resolution: int, weights: str | Path | None,
-            bn_momentum: float | None) -> nn.Module:
+            bn_momentum: float | None, model_args: ModelArgs) -> nn.Module:
     entry = get_entry(name)
     state: dict[str, torch.Tensor] | None = None
     source = ""
@@ -125,11 +163,11 @@ def _create(name: str, *, num_classes: int | None, pretrained: bool, resolution:
                                "pass --weights FILE (.safetensors or .pth), or set `pretrained: false` (--config YAML) "
                                "for random init")
         state, source = entry.pretrained_state(), entry.cfg.source
-    model = entry.build(entry.cfg.num_classes)
+    model = _build(entry, name, model_args)
     if state is not None:
         head_name, head = head_linear(model)
         state_classes = state.get(f"{head_name}.weight", head.weight).shape[0]
-        if state_classes != head.out_features:
+        if state_classes != head_classes(head):
             model = reset_head(model, state_classes)
         freeze_same_padding(model, resolution)
         apply_state_dict(model, state, source=source)
@@ -154,6 +192,8 @@ def check_input_size(model: nn.Module, name: str, resolution: int, native: int) 
     except (AssertionError, RuntimeError, ValueError) as exc:
         reason = " ".join(str(exc).split())[:160].rstrip(".") or type(exc).__name__
         raise BespokeError(f"{name} does not accept {resolution} px input ({reason})",
-                           f"use its native resolution: --resolution {native}") from None
+                           f"use its native resolution: --resolution {native}, or give the size as a model argument "
+                           f"where the architecture takes one (timm ViTs: --model-args img_size={resolution})"
+                           ) from None
     finally:
         model.train(was_training)

@@ -1,14 +1,16 @@
-"""Elastic layers and blocks: conv-BN-act and the inverted residual with elastic kernel size and hidden width."""
+"""Elastic layers and blocks: conv-BN-act, squeeze-excite and the inverted residual with elastic kernel size and
+hidden width."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bespoke.supernet.elastic.bn import ElasticBatchNorm2d
 from bespoke.supernet.elastic.conv import ElasticConv2d
 from bespoke.supernet.space import BlockChoices, BlockConfig, block_variant, hidden_channels
-from bespoke.supernet.specs import BlockSpec, LayerSpec
+from bespoke.supernet.specs import BlockSpec, LayerSpec, SESpec
 from bespoke.supernet.static import make_activation
 
 
@@ -35,6 +37,45 @@ class ElasticConvBNAct(nn.Module):
         return {k: v.detach().clone() for k, v in state.items()}
 
 
+class ElasticSqueezeExcite(nn.Module):
+    """Elastic twin of :class:`bespoke.supernet.static.SqueezeExcite`: gates any prefix of its channels, with a
+    reduced width that follows the input's (:meth:`SESpec.scaled`); weights are sliced, never copied."""
+
+    def __init__(self, spec: SESpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.reduce = nn.Conv2d(spec.channels, spec.reduced, 1)
+        self.act = make_activation(spec.act)
+        self.expand = nn.Conv2d(spec.reduced, spec.channels, 1)
+        self.gate = make_activation(spec.gate)
+
+    def _weights(self, channels: int) -> dict[str, torch.Tensor]:
+        reduced = self.spec.scaled(channels).reduced
+        return {"reduce.weight": self.reduce.weight[:reduced, :channels], "reduce.bias": self.reduce.bias[:reduced],
+                "expand.weight": self.expand.weight[:channels, :reduced], "expand.bias": self.expand.bias[:channels]}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self._weights(x.shape[1])
+        s = self.act(F.conv2d(x.mean((2, 3), keepdim=True), w["reduce.weight"], w["reduce.bias"]))
+        return x * self.gate(F.conv2d(s, w["expand.weight"], w["expand.bias"]))
+
+    def static_state(self, channels: int) -> dict[str, torch.Tensor]:
+        """Weights of the active squeeze-excite for ``channels`` inputs, keyed like the static twin."""
+        return {k: v.detach().clone() for k, v in self._weights(channels).items()}
+
+    @torch.no_grad()
+    def permute_channels(self, order: torch.Tensor) -> None:
+        """Follow a reordering of the gated channels, then sort the reduced channels by importance (L1 norm of
+        the expanding weights) so a narrower reduced width keeps the ones that matter most."""
+        self.reduce.weight.copy_(self.reduce.weight[:, order])
+        self.expand.weight.copy_(self.expand.weight[order])
+        self.expand.bias.copy_(self.expand.bias[order])
+        inner = torch.argsort(self.expand.weight.abs().sum(dim=(0, 2, 3)), descending=True, stable=True)
+        self.reduce.weight.copy_(self.reduce.weight[inner])
+        self.reduce.bias.copy_(self.reduce.bias[inner])
+        self.expand.weight.copy_(self.expand.weight[:, inner])
+
+
 class ElasticMBConv(nn.Module):
     """Inverted residual with elastic depthwise kernel and hidden width (hidden channels sorted by importance)."""
 
@@ -44,6 +85,7 @@ class ElasticMBConv(nn.Module):
         self.choices = choices
         self.expand = ElasticConvBNAct(spec.expand) if spec.expand is not None else None
         self.dw = ElasticConvBNAct(spec.dw, choices.kernels)
+        self.se = ElasticSqueezeExcite(spec.se) if spec.se is not None else None
         self.project = ElasticConvBNAct(spec.project)
         self.active = BlockConfig(choices.kernels[-1], choices.expands[-1])
 
@@ -55,8 +97,10 @@ class ElasticMBConv(nn.Module):
         self.active = cfg
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x if self.expand is None else self.expand(x)
-        out = self.project(self.dw(out))
+        out = self.dw(x if self.expand is None else self.expand(x))
+        if self.se is not None:
+            out = self.se(out)
+        out = self.project(out)
         return out + x if self.spec.skip else out
 
     def active_spec(self) -> BlockSpec:
@@ -69,6 +113,8 @@ class ElasticMBConv(nn.Module):
         if self.expand is not None:
             state.update({f"expand.{k}": v for k, v in self.expand.static_state(self.spec.in_ch).items()})
         state.update({f"dw.{k}": v for k, v in self.dw.static_state(hidden).items()})
+        if self.se is not None:
+            state.update({f"se.{k}": v for k, v in self.se.static_state(hidden).items()})
         state.update({f"project.{k}": v for k, v in self.project.static_state(hidden).items()})
         return state
 
@@ -89,3 +135,5 @@ class ElasticMBConv(nn.Module):
             for name in ("weight", "bias", "running_mean", "running_var"):
                 tensor = getattr(layer.bn, name)
                 tensor.copy_(tensor[order])
+        if self.se is not None:
+            self.se.permute_channels(order)

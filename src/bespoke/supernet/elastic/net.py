@@ -10,22 +10,27 @@ from bespoke.errors import BespokeError
 from bespoke.supernet.elastic.block import ElasticConvBNAct, ElasticMBConv
 from bespoke.supernet.space import SearchSpace, SubnetConfig, subnet_spec
 from bespoke.supernet.specs import NetSpec
-from bespoke.supernet.static import StaticNet
+from bespoke.supernet.static import StaticNet, make_pooled_fc
 
 
 class ElasticHead(nn.Module):
-    """[1x1 conv-BN-act] -> global average pool -> dropout -> classifier (same keys as the static head)."""
+    """[1x1 conv-BN-act] -> global average pool -> [linear-act] -> dropout -> classifier (same keys as the static
+    head)."""
 
     def __init__(self, spec: NetSpec) -> None:
         super().__init__()
         self.conv = ElasticConvBNAct(spec.head) if spec.head is not None else None
+        self.fc = make_pooled_fc(spec)
         self.dropout = nn.Dropout(spec.dropout)
-        self.classifier = nn.Linear(spec.num_features, spec.num_classes)
+        self.classifier = nn.Linear(spec.classifier_in, spec.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv is not None:
             x = self.conv(x)
-        return self.classifier(self.dropout(nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)))
+        x = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
+        if self.fc is not None:
+            x = self.fc(x)
+        return self.classifier(self.dropout(x))
 
 
 class ElasticNet(nn.Module):
@@ -105,8 +110,9 @@ class ElasticNet(nn.Module):
         if self.head.conv is not None:
             in_ch = self.spec.head.conv.in_ch  # type: ignore[union-attr]
             state.update({f"head.conv.{k}": v for k, v in self.head.conv.static_state(in_ch).items()})
-        state.update({f"head.classifier.{k}": v.detach().clone() for k, v in
-                      self.head.classifier.state_dict().items()})
+        fixed = {"classifier": self.head.classifier, "fc": self.head.fc}
+        state.update({f"head.{name}.{k}": v.detach().clone() for name, module in fixed.items() if module is not None
+                      for k, v in module.state_dict().items()})
         net.load_state_dict(state, strict=True)
         return net.train(self.training)
 
