@@ -14,6 +14,7 @@ from bespoke.export import export_onnx
 from bespoke.supernet import build_supernet
 from bespoke.supernet.specs import NetSpec
 from bespoke.targets.measure import torch_threads
+from tests.test_supernet_elastic import _perturb_bn
 
 RES = 32
 CONVERTIBLE = ["timm:mobilenetv3_large_100", "timm:mobilenetv3_small_100", "timm:efficientnet_b0",
@@ -35,14 +36,7 @@ def _source(name: str, seed: int = 0) -> torch.nn.Module:
     family, arch = name.split(":", 1)
     model = (timm.create_model(arch, pretrained=False, num_classes=5) if family == "timm"
              else getattr(torchvision.models, arch)(weights=None, num_classes=5))
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model.eval()
+    return _perturb_bn(model, seed)
 
 
 @pytest.mark.parametrize("name", CONVERTIBLE)

@@ -462,6 +462,11 @@ def refused_with_one_line(argv: list[str], needles: tuple[str, ...], capsys: pyt
         code, _, err = run_cli(argv, capsys)
     if monkeypatch is not None:
         monkeypatch.undo()
+    return one_error_line(code, err, caught, *needles)
+
+
+def one_error_line(code: int, err: str, caught: list[warnings.WarningMessage], *needles: str) -> str:
+    """Exit code 2 and exactly one ``error:`` line (shown warnings count as lines) holding every needle."""
     lines = stderr_lines(err, caught)
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("error: "), "\n".join(lines)

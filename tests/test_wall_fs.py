@@ -35,7 +35,7 @@ import bespoke.search.build as build_module
 from bespoke.errors import BespokeError
 from bespoke.utils.lock import LOCK_FILE, output_lock
 from tests import test_bad_inputs
-from tests.test_bad_inputs import World, _disk_full_for, stderr_lines
+from tests.test_bad_inputs import World, _disk_full_for
 from tests.test_cli import run_cli
 from tests.test_reliability_kill import (
     FileProgress,
@@ -53,18 +53,10 @@ from tests.test_reliability_kill import (
     teacher_dir,
 )
 
+one_error_line = test_bad_inputs.one_error_line
 world, one_thread = test_bad_inputs.world, test_bad_inputs.one_thread  # the bad-input wall's fixtures, shared
 ARCH = "timm:mobilenetv3_small_050"
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
-
-
-def one_error_line(code: int, err: str, caught: list[warnings.WarningMessage], *needles: str) -> str:
-    lines = stderr_lines(err, caught)
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), "\n".join(lines)
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def cli(argv: list[str], capsys) -> tuple[int, str, list[warnings.WarningMessage]]:
