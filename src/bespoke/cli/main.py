@@ -75,14 +75,22 @@ def finetune(
     memory_format: Annotated[str, typer.Option(help="training layout: auto | channels_last | contiguous (auto: "
                                                     "channels_last unless the model is known to break in it)")]
     = "auto",
+    labels: Annotated[float, typer.Option(help="share of training images whose labels are used, e.g. 0.1")] = 1.0,
+    semi_supervised: Annotated[bool, typer.Option("--semi-supervised", help="also learn from the unlabelled "
+                                                  "share: rounds of distillation over all images (needs --labels "
+                                                  "below 1)")] = False,
+    rounds: Annotated[int, typer.Option(help="--semi-supervised: distillation rounds after the labelled-only "
+                                             "fine-tune")] = 1,
+    round_epochs: Annotated[int, typer.Option(help="--semi-supervised: passes over all images per round")] = 3,
     out: Annotated[Path, typer.Option(help="model directory to write (resumes if interrupted)")]
     = Path("runs/finetune"),
     config: ConfigOpt = None,
 ) -> None:
     """Fine-tune a pretrained model on a data set; write a verified model directory (weights, ONNX, card).
 
-    Resumes from OUT/checkpoints after an interruption. Example:
-    bespoke finetune --model efficientnet_lite0 --data fashion-mnist --resolution 64 --epochs 2 --train-limit 6000
+    Resumes from OUT/checkpoints after an interruption. Examples:
+    bespoke finetune --model efficientnet_lite0 --data fashion-mnist --resolution 64 --epochs 2 --train-limit 6000;
+    with 10 % of the labels and the rest unlabelled: ... --labels 0.1 --semi-supervised
     """
     from bespoke.cli.config import resolve
     from bespoke.pipeline import FinetuneJob, run_finetune
@@ -90,11 +98,17 @@ def finetune(
     train_keys = {"epochs", "batch_size", "lr", "seed", "device", "memory_format"}
     values = {"model": model, "model_args": model_args, "data": data, "resolution": resolution,
               "train_limit": train_limit, "test_limit": test_limit, "weights": weights, "out": out, "epochs": epochs,
-              "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "memory_format": memory_format}
-    job = resolve(FinetuneJob, ctx, config, values, nested={k: "train" for k in train_keys})
-    card, result = run_finetune(job)
+              "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "memory_format": memory_format,
+              "labels": labels}
+    nested = {k: "train" for k in train_keys}
+    if semi_supervised:
+        values.update({"rounds": rounds, "round_epochs": round_epochs})
+        nested.update({"rounds": "semi_supervised", "round_epochs": "semi_supervised:epochs"})
+    job = resolve(FinetuneJob, ctx, config, values, nested=nested)
+    card, _ = run_finetune(job)
     console.print(f"[green]done[/green] {job.out}: test top-1 {card.accuracy:.4f}, params {card.params:,}, "
-                  f"MACs {card.macs:,}, ONNX max|diff| {card.onnx_max_abs_diff:.1e}, {result.cpu_s:.0f} CPU-s")
+                  f"MACs {card.macs:,}, ONNX max|diff| {card.onnx_max_abs_diff:.1e}, "
+                  f"{sum(card.cost_cpu_s.values()):.0f} CPU-s")
 
 
 @app.command("export")

@@ -3,17 +3,22 @@
 from bespoke.train.checkpoint import Checkpointer
 from bespoke.train.cost import cpu_seconds
 from bespoke.train.evaluate import EvalResult, evaluate, predict_logits
-from bespoke.train.finetune import FinetuneConfig, FinetuneResult, ResumableSampler, finetune
+from bespoke.train.finetune import UNLABELLED, FinetuneConfig, FinetuneResult, ResumableSampler, finetune
 from bespoke.train.guard import check_finite, check_finite_grads
 from bespoke.train.losses import feature_loss, kd_loss, soft_cross_entropy
 from bespoke.train.optim import make_optimizer, make_scheduler
+from bespoke.train.semi import HiddenLabels, SemiSupervisedConfig, SemiSupervisedResult, semi_supervised_finetune
 
 __all__ = [
+    "UNLABELLED",
     "Checkpointer",
     "EvalResult",
     "FinetuneConfig",
     "FinetuneResult",
+    "HiddenLabels",
     "ResumableSampler",
+    "SemiSupervisedConfig",
+    "SemiSupervisedResult",
     "check_finite",
     "check_finite_grads",
     "cpu_seconds",
@@ -24,5 +29,6 @@ __all__ = [
     "make_optimizer",
     "make_scheduler",
     "predict_logits",
+    "semi_supervised_finetune",
     "soft_cross_entropy",
 ]

@@ -207,7 +207,7 @@ def finetune(model: nn.Module, train_ds: Dataset, test_ds: Dataset, cfg: Finetun
                 y = y.to(device, non_blocking=True)
                 with autocast(device):
                     logits = model(x)
-                    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                    loss = labelled_cross_entropy(logits, y, cfg.label_smoothing)
                     if teacher is not None and cfg.kd_weight > 0:
                         with torch.no_grad():
                             t_logits = teacher(x)
@@ -237,6 +237,20 @@ def finetune(model: nn.Module, train_ds: Dataset, test_ds: Dataset, cfg: Finetun
     return FinetuneResult(accuracy=result.accuracy, test_loss=result.loss, steps=step, epochs=cfg.epochs,
                           cpu_s=spent_cpu + ctx.sum(cpu_seconds() - cpu0),
                           wall_s=spent_wall + time.perf_counter() - wall0, history=history, memory_format=layout)
+
+
+#: Label of a training image whose label is not used (a semi-supervised run's unlabelled share).
+UNLABELLED = -1
+
+
+def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Cross-entropy averaged over the batch's labelled images (``labels != UNLABELLED``); 0 when it has none,
+    so a batch of unlabelled images trains on the distillation term alone."""
+    known = labels != UNLABELLED
+    if bool(known.all()):
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    per_image = F.cross_entropy(logits, labels.clamp(min=0), label_smoothing=label_smoothing, reduction="none")
+    return (per_image * known).sum() / known.sum().clamp(min=1)
 
 
 def _evaluate_shards(model: nn.Module, ds: Dataset, batch_size: int, ctx: DistContext) -> EvalResult:
