@@ -1,7 +1,8 @@
 """Baselines the engines are compared against: fine-tuned donors and the pruned teacher retrained with KD.
 
 Importing this package registers the ``"pruned"`` architecture builder, so ``load_model_dir`` can rebuild
-pruned models from their JSON recipe.
+pruned models from their JSON recipe. Per-target extraction + fine-tune (``bespoke.baselines.extract``) is
+imported on its own: it is built on the supernet engine.
 """
 
 from bespoke.baselines.common import TrainData, cpu_timer, save_with_costs

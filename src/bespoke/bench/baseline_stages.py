@@ -13,7 +13,6 @@ from torch import nn
 from bespoke.baselines import BudgetInfo, Teacher, finetune_donor, prune_and_distill
 from bespoke.bench.context import TEACHER, TEACHER_LABELLED, BenchContext
 from bespoke.bench.measuring import REFERENCE_TRIES, measure_model_dir, measure_record, measurement_targets
-from bespoke.bench.preset import ENGINE_TEACHER
 from bespoke.bench.stages import StageLedger, StageRecord, run_model_stage
 from bespoke.errors import BespokeError
 from bespoke.export import ONNX, ModelCard, load_model_dir
@@ -36,7 +35,7 @@ def teacher_stages(ctx: BenchContext, ledger: StageLedger) -> list[StageRecord]:
     spec = ctx.preset.teacher
     records = []
     wanted = [(False, TEACHER)]
-    if ctx.preset.label_scarce or any(ctx.preset.engine_teacher(e) == "labelled" for e in ENGINE_TEACHER):
+    if ctx.preset.label_scarce or any(ctx.preset.engine_teacher(e) == "labelled" for e in ctx.preset.engines):
         wanted.append((True, TEACHER_LABELLED))
     for labelled_only, key in wanted:
         directory = ctx.out / "models" / key

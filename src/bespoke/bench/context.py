@@ -51,8 +51,8 @@ kept in ``references``), ``stage_dir(name)``, ``smoke`` (a tiny plumbing run: ke
         return self.preset.data.resolution
 
     def engine_settings(self, name: str) -> dict[str, Any]:
-        """The preset's pass-through section for engine ``name`` (``bespoke`` or ``tofa``); ``{}`` if none."""
-        return dict(getattr(self.preset, name, None) or {})
+        """The settings engine stage ``name`` runs with (:meth:`BenchPreset.stage_settings`); ``{}`` if none."""
+        return self.preset.stage_settings(name)
 
     def stage_dir(self, name: str) -> Path:
         """Where stage ``name`` keeps its work and delivered models (``OUT/engines/<name>``), created."""

@@ -34,7 +34,7 @@ class DemoConfig(BaseModel):
     epochs: int | None = Field(None, ge=1, description="teacher fine-tune epochs (preset: 1)")
     labels: float | None = Field(None, gt=0, le=1, description="labelled share TOFA's supervised term sees")
     targets: Path | None = Field(None, description="targets YAML replacing the preset's three targets")
-    engines: list[str] | None = Field(None, description="engines to run (default: all registered)")
+    engines: list[str] | None = Field(None, description="engine stages to run (default: the preset's, both engines)")
     smoke: bool = Field(False, description="tiny plumbing run (about a minute)")
     out: Path = Path("runs/demo")
     seed: Seed | None = None
@@ -61,8 +61,9 @@ def demo_preset(cfg: DemoConfig, preset: str | Path = "demo") -> BenchPreset:
 def run_demo(cfg: DemoConfig, *, log: Callable[[str], None] = print) -> BenchResults:
     """Run (or resume) the main job into ``cfg.out``; returns the benchmark results (report paths in ``files``)."""
     registered = engine_stages()
-    names = cfg.engines if cfg.engines is not None else list(registered)
+    preset = demo_preset(cfg)
+    names = cfg.engines if cfg.engines is not None else preset.engines
     unknown = sorted(set(names) - set(registered))
     if unknown:
         raise BespokeError(f"unknown engine(s) {', '.join(unknown)}", f"known: {', '.join(registered)}")
-    return run_bench(demo_preset(cfg), cfg.out, smoke=cfg.smoke, engines={n: registered[n] for n in names}, log=log)
+    return run_bench(preset, cfg.out, smoke=cfg.smoke, engines={n: registered[n] for n in names}, log=log)

@@ -14,13 +14,20 @@ Settings come from the preset's ``bespoke:`` / ``tofa:`` sections (keys checked 
   (SearchSettings), ``retrain`` (overrides of DEFAULT_RETRAIN): the fields of ``bespoke.search.BlockJob``, the
   recipe ``bespoke house build`` / ``bespoke search --config`` read too;
 * ``tofa``: ``teacher`` (default ``labelled``: the semi-supervised engine sees only the labelled share's
-  labels), ``space`` (SpaceOptions), ``train`` (SupernetTrainConfig), ``select`` (SelectConfig).
+  labels), ``space`` (SpaceOptions), ``train`` (SupernetTrainConfig), ``select`` (SelectConfig);
+* ``tofa_labelled_only``: keys of ``tofa`` laid over it, for the ablation trained with ``semi_supervised: false``;
+* ``tofa_sweep``: ``targets`` budgets spread over ``range``, selected on the ``tofa`` stage's supernet;
+* ``extract_finetune``: ``teacher``, ``space``, ``select`` and ``finetune`` (overrides of the shared recipe) of
+  per-target extraction from the untrained supernet + fine-tune (``bespoke.baselines.extract``).
+
+Which of these run, in which order, is the preset's ``engines:`` list (default: ``bespoke``, ``tofa``).
 """
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 from bespoke.bench.context import BenchContext
 from bespoke.bench.engines import register_engine_stage
@@ -72,29 +79,84 @@ def block_engine_stage(ctx: BenchContext) -> list[Path]:
     return _label([Path(d) for d in dirs], f"bespoke block engine{suffix}")
 
 
-def supernet_engine_stage(ctx: BenchContext) -> list[Path]:
-    """TOFA: one supernet trained semi-supervised, then a subnet per target (no per-target training)."""
-    supernet = importlib.import_module("bespoke.supernet")
-    s = ctx.engine_settings("tofa")
-    teacher, _ = _teacher(ctx, "tofa")
+def _supernet_data(ctx: BenchContext) -> dict[str, Any]:
+    """The bench's data as the supernet engine's job fields (same images, splits and labelled share)."""
     data = ctx.preset.data.load_kwargs()
-    out = ctx.stage_dir("tofa")
-    job = supernet.SupernetJob(
-        teacher=str(teacher), data=ctx.preset.data.spec, labels=ctx.preset.data.label_fraction,
-        resolution=ctx.resolution, train_limit=data["train_limit"], val_fraction=data["val_fraction"],
-        test_limit=data["test_limit"], out=out / "supernet", space=s.get("space", {}),
-        train={"seed": ctx.preset.data.seed, **s.get("train", {})})
+    return {"data": ctx.preset.data.spec, "labels": ctx.preset.data.label_fraction, "resolution": ctx.resolution,
+            "train_limit": data["train_limit"], "val_fraction": data["val_fraction"], "test_limit": data["test_limit"]}
+
+
+def _tofa(ctx: BenchContext, stage: str, s: dict[str, Any], targets: list[Target], out: Path,
+          supernet_dir: Path) -> list[Path]:
+    """Train (or reuse) the supernet of settings ``s`` in ``supernet_dir`` and select a subnet per target."""
+    supernet = importlib.import_module("bespoke.supernet")
+    teacher, _ = _teacher(ctx, stage)
+    job = supernet.SupernetJob(**_supernet_data(ctx), teacher=str(teacher), out=supernet_dir,
+                               space=s.get("space", {}), train={"seed": ctx.preset.data.seed, **s.get("train", {})})
     supernet.train_supernet(job)
     try:
-        result = supernet.select_subnets(out / "supernet", engine_targets(ctx), out / "models",
+        result = supernet.select_subnets(supernet_dir, targets, out,
                                          config=supernet.SelectConfig(**s.get("select", {})))
-        dirs = [Path(c.model_dir) for c in result.choices]
+        return [Path(c.model_dir) for c in result.choices]
     except BespokeError as exc:  # some budgets infeasible: keep the targets it did deliver
-        dirs = _delivered(out / "models", engine_targets(ctx), exc, ctx)
-    return _label(dirs, f"tofa supernet ({ctx.preset.data.label_fraction:.0%} labels)")
+        return _delivered(out, targets, exc, ctx)
+
+
+def _labels(ctx: BenchContext) -> str:
+    return f"{ctx.preset.data.label_fraction:.0%} labels"
+
+
+def supernet_engine_stage(ctx: BenchContext) -> list[Path]:
+    """TOFA: one supernet trained semi-supervised, then a subnet per target (no per-target training)."""
+    out = ctx.stage_dir("tofa")
+    dirs = _tofa(ctx, "tofa", ctx.engine_settings("tofa"), engine_targets(ctx), out / "models", out / "supernet")
+    return _label(dirs, f"tofa supernet ({_labels(ctx)})")
+
+
+def tofa_labelled_only_stage(ctx: BenchContext) -> list[Path]:
+    """TOFA's ablation: the same recipe trained on the labelled share only (``semi_supervised: false``)."""
+    name = "tofa-labelled-only"
+    out = ctx.stage_dir(name)
+    dirs = _tofa(ctx, name, ctx.engine_settings(name), engine_targets(ctx), out / "models", out / "supernet")
+    return _label(dirs, f"tofa supernet, labelled only ({_labels(ctx)})")
+
+
+def sweep_targets(ctx: BenchContext) -> list[Target]:
+    """The sweep's targets (``tofa_sweep:``), on the settings of the bench's first target."""
+    base = ctx.targets[0].model_dump(mode="json")
+    return [Target.model_validate({**base, "name": f"sweep-{f:g}x", "budget": f"{f:g}x", "description": ""})
+            for f in ctx.preset.tofa_sweep.factors()]
+
+
+def tofa_sweep_stage(ctx: BenchContext) -> list[Path]:
+    """TOFA's selection on the ``tofa`` stage's supernet for the sweep's targets: the cost of K measured on many
+    targets (the supernet is trained once, by whichever of the two stages runs first)."""
+    s = ctx.engine_settings("tofa-sweep")
+    dirs = _tofa(ctx, "tofa", s["tofa"], sweep_targets(ctx), ctx.stage_dir("tofa-sweep") / "models",
+                 ctx.stage_dir("tofa") / "supernet")
+    return _label(dirs, f"tofa supernet ({_labels(ctx)}), sweep")
+
+
+def extract_finetune_stage(ctx: BenchContext) -> list[Path]:
+    """Per-target extraction from the untrained supernet + fine-tune on the labelled share
+    (:func:`bespoke.baselines.extract.extract_and_finetune`)."""
+    extract = importlib.import_module("bespoke.baselines.extract")
+    supernet = importlib.import_module("bespoke.supernet")
+    name = "extract-finetune"
+    s, out = ctx.engine_settings(name), ctx.stage_dir(name)
+    teacher, _ = _teacher(ctx, name)
+    job = extract.untrained_supernet_job(teacher, out / "supernet", space=supernet.SpaceOptions(**s.get("space", {})),
+                                         seed=ctx.preset.data.seed, **_supernet_data(ctx))
+    return extract.extract_and_finetune(job, engine_targets(ctx), ctx.train_data(labelled_only=True),
+                                        ctx.preset.extract_config(), out,
+                                        select=supernet.SelectConfig(**s.get("select", {})),
+                                        method=f"extract + fine-tune ({_labels(ctx)})", log=ctx.log)
 
 
 def register_builtin_engines() -> None:
-    """Register both engine stages under the names the benchmark expects (``bespoke``, ``tofa``)."""
+    """Register the engine stages under the names presets list in ``engines:`` (the two engines by default)."""
     register_engine_stage("bespoke", block_engine_stage)
     register_engine_stage("tofa", supernet_engine_stage)
+    register_engine_stage("tofa-labelled-only", tofa_labelled_only_stage)
+    register_engine_stage("tofa-sweep", tofa_sweep_stage)
+    register_engine_stage("extract-finetune", extract_finetune_stage)

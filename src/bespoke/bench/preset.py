@@ -25,13 +25,25 @@ _Strict = ConfigDict(extra="forbid")
 PRESET_HINT = "fix the preset; see src/bespoke/presets/fashion-mnist.yaml"
 _ZOO_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
 
-#: keys of the engine sections (their nested recipes are validated by the engines when their stage runs)
+#: the engine stages a preset can run (``engines:``), each reading its own section (``-`` written ``_``): the two
+#: engines, TOFA's labelled-only ablation and its sweep of extra targets (both laid over ``tofa:``), and
+#: per-target extraction + fine-tuning (the supernet engine's selection without supernet training)
 ENGINE_KEYS: dict[str, frozenset[str]] = {
     "bespoke": frozenset({"teacher", "house", "search", "retrain"}),
     "tofa": frozenset({"teacher", "space", "train", "select"}),
+    "tofa-labelled-only": frozenset({"teacher", "space", "train", "select"}),
+    "tofa-sweep": frozenset({"targets", "range"}),
+    "extract-finetune": frozenset({"teacher", "space", "select", "finetune"}),
 }
-#: which teacher each engine distils from when its section does not say (``all`` or ``labelled`` labels)
-ENGINE_TEACHER: dict[str, str] = {"bespoke": "all", "tofa": "labelled"}
+#: which teacher each engine stage distils from when its section does not say (``all`` or ``labelled`` labels)
+ENGINE_TEACHER: dict[str, str] = {"bespoke": "all", "tofa": "labelled", "tofa-labelled-only": "labelled",
+                                  "extract-finetune": "labelled"}
+DEFAULT_ENGINES = ("bespoke", "tofa")
+
+
+def section_name(stage: str) -> str:
+    """The preset section an engine stage reads (``tofa-labelled-only`` -> ``tofa_labelled_only``)."""
+    return stage.replace("-", "_")
 
 
 class DataSection(BaseModel):
@@ -102,6 +114,30 @@ class MeasureSection(BaseModel):
         return value
 
 
+class SweepSection(BaseModel):
+    """Extra targets for the cost of K: ``targets`` relative budgets spread evenly over ``range`` (x teacher),
+    on the settings (runtime, threads, batch, timing) of the preset's first target."""
+
+    model_config = _Strict
+
+    targets: int = Field(20, ge=1, le=MAX_TARGETS)
+    range: tuple[float, float] = Field((0.35, 0.9), description="lowest and highest budget factor")
+
+    @field_validator("range")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError("range must be 0 < low <= high")
+        return value
+
+    def factors(self) -> list[float]:
+        """The budget factors, from the highest down (``range``'s middle for one target)."""
+        low, high = self.range
+        if self.targets == 1:
+            return [round((low + high) / 2, 4)]
+        return [round(high - i * (high - low) / (self.targets - 1), 4) for i in range(self.targets)]
+
+
 class BenchPreset(BaseModel):
     """A whole benchmark: data, recipe, teacher, donors, baseline, targets, measurement, engine settings."""
 
@@ -120,6 +156,13 @@ class BenchPreset(BaseModel):
     measure: MeasureSection = Field(default_factory=MeasureSection)
     bespoke: dict[str, Any] = Field(default_factory=dict, description="passed through to the block engine")
     tofa: dict[str, Any] = Field(default_factory=dict, description="passed through to the supernet engine")
+    tofa_labelled_only: dict[str, Any] = Field(default_factory=dict, description="over tofa: for its ablation "
+                                               "trained on the labelled share only (semi_supervised false)")
+    tofa_sweep: SweepSection = Field(default_factory=SweepSection, description="tofa's extra targets")
+    extract_finetune: dict[str, Any] = Field(default_factory=dict, description="per-target extraction from the "
+                                             "untrained supernet + fine-tune (finetune: overrides of recipe)")
+    engines: list[str] = Field(default_factory=lambda: list(DEFAULT_ENGINES), description="engine stages run, "
+                               "in this order")
     smoke: dict[str, Any] = Field(default_factory=dict, description="overlay for --smoke (tiny run)")
 
     @model_validator(mode="after")
@@ -128,22 +171,41 @@ class BenchPreset(BaseModel):
             self.train_config(spec)  # a typo in an override fails now, not hours into the run
         self.pruned_config()
         for engine, allowed in ENGINE_KEYS.items():
-            section = getattr(self, engine)
-            unknown = sorted(set(section) - allowed)
+            section, name = getattr(self, section_name(engine)), section_name(engine)
+            unknown = sorted(set(dict(section)) - allowed)
             if unknown:
-                raise ValueError(f"{engine}: unknown key(s) {', '.join(unknown)}; "
+                raise ValueError(f"{name}: unknown key(s) {', '.join(unknown)}; "
                                  f"allowed: {', '.join(sorted(allowed))}")
-            if section.get("teacher", "all") not in ("all", "labelled"):
-                raise ValueError(f"{engine}.teacher must be 'all' or 'labelled'")
+            if dict(section).get("teacher", "all") not in ("all", "labelled"):
+                raise ValueError(f"{name}.teacher must be 'all' or 'labelled'")
+        unknown = sorted(set(self.engines) - set(ENGINE_KEYS))
+        if unknown or len(set(self.engines)) != len(self.engines):
+            raise ValueError(f"engines: {', '.join(unknown) or 'a name listed twice'}; known: "
+                             f"{', '.join(ENGINE_KEYS)}")
+        self.extract_config()
         names = [t.name for t in self.targets]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate target names in {names}")
         return self
 
     def engine_teacher(self, engine: str) -> str:
-        """``all`` or ``labelled``: the teacher engine ``engine`` distils from."""
-        section = getattr(self, engine, None) or {}
-        return str(section.get("teacher", ENGINE_TEACHER.get(engine, "all")))
+        """``all`` or ``labelled``: the teacher engine stage ``engine`` distils from."""
+        return str(self.stage_settings(engine).get("teacher", ENGINE_TEACHER.get(engine, "all")))
+
+    def stage_settings(self, stage: str) -> dict[str, Any]:
+        """The settings engine stage ``stage`` runs with: its own section; TOFA's labelled-only ablation is its
+        section over ``tofa:`` with ``semi_supervised: false``, its sweep carries ``tofa:`` along."""
+        own = dict(getattr(self, section_name(stage), None) or {})
+        if stage == "tofa-labelled-only":
+            return deep_merge(deep_merge(self.tofa, own), {"train": {"semi_supervised": False}})
+        if stage == "tofa-sweep":
+            return {**self.tofa_sweep.model_dump(mode="json"), "teacher": self.engine_teacher("tofa"),
+                    "tofa": dict(self.tofa)}
+        return own
+
+    def extract_config(self) -> FinetuneConfig:
+        """The fine-tuning recipe of extraction + fine-tune: the shared ``recipe`` with its ``finetune`` keys."""
+        return FinetuneConfig.model_validate({**self.recipe.model_dump(), **self.extract_finetune.get("finetune", {})})
 
     def train_config(self, spec: ModelSpec) -> FinetuneConfig:
         """The recipe for ``spec``: the shared ``recipe`` with its own overrides."""

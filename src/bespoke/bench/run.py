@@ -13,7 +13,7 @@ from bespoke.bench.context import TEACHER, BenchContext
 from bespoke.bench.costs import MethodCost, method_costs
 from bespoke.bench.engines import EXPECTED_ENGINES, EngineStage, engine_stages, missing_reason, run_engine_stage
 from bespoke.bench.measuring import measure_model_dir, measure_record, measurement_targets, prediction_on_scale
-from bespoke.bench.preset import BenchPreset, load_preset
+from bespoke.bench.preset import ENGINE_KEYS, BenchPreset, load_preset, section_name
 from bespoke.bench.results import write_results
 from bespoke.bench.stages import StageLedger, StageRecord
 from bespoke.data import load_dataset, split_labelled
@@ -24,6 +24,7 @@ from bespoke.utils.atomic import write_json
 from bespoke.utils.lock import locks_output
 
 PRESET_SNAPSHOT = "preset.json"
+ENGINE_SECTIONS = frozenset(section_name(e) for e in ENGINE_KEYS)
 
 
 @dataclass
@@ -56,10 +57,11 @@ def run_bench(preset: str | Path | BenchPreset = "fashion-mnist", out: str | Pat
     ledger = StageLedger(out / "stages.json")
     records = teacher_stages(ctx, ledger) + donor_stages(ctx, ledger) + pruned_stages(ctx, ledger)
     engine_status: dict[str, dict[str, str]] = {}
-    stages = dict(engine_stages() if engines is None else engines)
-    for name in dict.fromkeys([*EXPECTED_ENGINES, *stages]):
+    registered = engine_stages()
+    stages = dict(engines) if engines is not None else {n: registered[n] for n in spec.engines if n in registered}
+    for name in dict.fromkeys([*EXPECTED_ENGINES, *(spec.engines if engines is None else ()), *stages]):
         if name not in stages:
-            why = "not selected for this run" if name in engine_stages() else missing_reason(name)
+            why = "not selected for this run" if name in registered else missing_reason(name)
             engine_status[name] = {"status": "not run", "message": why}
             log(f"[bench] {engine_status[name]['message']}")
             continue
@@ -84,7 +86,7 @@ def _claim_out_dir(out: Path, spec: BenchPreset, smoke: bool) -> None:
 
     Engine sections are left out: an engine stage reruns by itself when its settings change.
     """
-    preset = spec.model_dump(mode="json", exclude={"smoke", "bespoke", "tofa", "description"})
+    preset = spec.model_dump(mode="json", exclude={"smoke", "description", "engines", *ENGINE_SECTIONS})
     snapshot: dict[str, Any] = {"smoke": smoke, "preset": preset}
     path = out / PRESET_SNAPSHOT
     if path.is_file():

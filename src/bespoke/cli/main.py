@@ -186,7 +186,7 @@ def demo(
     = None,
     targets: Annotated[Path | None, typer.Option(help="targets YAML replacing the 3 ORT CPU targets "
                                                       "(0.7x/0.5x/0.35x of the teacher)")] = None,
-    engine: Annotated[list[str] | None, typer.Option(help="engine to run: bespoke | tofa (repeatable; default: all)")]
+    engine: Annotated[list[str] | None, typer.Option(help="engine to run: bespoke | tofa (repeatable; default: both)")]
     = None,
     smoke: Annotated[bool, typer.Option(help="tiny plumbing run (a couple of minutes)")] = False,
     out: Annotated[Path, typer.Option(help="output folder (resumes if interrupted)")] = Path("runs/demo"),

@@ -16,7 +16,8 @@ class SupernetTrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    steps: int = Field(300, ge=1, description="optimiser steps (cost does not depend on the number of targets)")
+    steps: int = Field(300, ge=0, description="optimiser steps (cost does not depend on the number of targets); "
+                       "0: the supernet as built from the teacher, untrained (per-target extraction + fine-tune)")
     batch_size: int = Field(32, ge=1, description="labelled images per step")
     unlabelled_ratio: int = Field(1, ge=1, description="unlabelled images per labelled image in a step (mu)")
     semi_supervised: bool = Field(True, description="False: the ablation trained on the labelled part only")
