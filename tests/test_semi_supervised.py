@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import ConcatDataset, Dataset, TensorDataset
 
 from bespoke.pipeline import FinetuneJob
 from bespoke.train import (
@@ -18,9 +18,12 @@ from bespoke.train import (
     FinetuneConfig,
     HiddenLabels,
     SemiSupervisedConfig,
+    finetune,
+    kd_loss,
     semi_supervised_finetune,
 )
 from bespoke.train.finetune import labelled_cross_entropy
+from bespoke.train.semi import WithTargets, clean_logits
 from tests.test_bad_inputs import ARCH, noisy_png, refused_with_one_line
 from tests.test_cli import run_cli
 
@@ -82,7 +85,8 @@ def test_rounds_distil_from_the_previous_round_and_resume(tmp_path: Path) -> Non
                                              std=(0.5,) * 3, out_dir=tmp_path)
     assert len(calls) == 3 and len(result.rounds) == 3  # round 0 + 2 distillation rounds, each a fresh model
     assert result.rounds[0].steps == 2 and result.rounds[1].steps == 6  # 8 labelled; then 8 + 16 images
-    assert result.cpu_s == pytest.approx(sum(r.cpu_s for r in result.rounds))
+    assert result.cpu_s == pytest.approx(sum(r.cpu_s for r in result.rounds) + result.targets_cpu_s)
+    assert result.targets_cpu_s > 0  # the default teacher view: clean images, one pass per round
     assert [r["round"] for r in result.summary()] == [0, 1, 2]
     for i in range(3):
         assert (tmp_path / "checkpoints" / f"semi-round{i}.pt").is_file()
@@ -102,6 +106,37 @@ def test_a_started_teacher_skips_round_zero_and_is_not_changed(tmp_path: Path) -
                                          out_dir=tmp_path, start=start)
     assert result.rounds[0] is None and len(result.rounds) == 2
     assert all(torch.equal(before[k], v) for k, v in start.state_dict().items())
+
+
+def test_clean_targets_are_the_teachers_eval_logits_and_drive_distillation(tmp_path: Path) -> None:
+    cfg = FinetuneConfig(epochs=1, batch_size=4, augment="none", device="cpu", memory_format="contiguous",
+                         kd_weight=1.0, lr=0.05)
+    data = ConcatDataset([_images(4, 1), HiddenLabels(_images(8, 2))])
+    teacher = _tiny().eval()
+    logits = clean_logits(teacher, data, (0.5,) * 3, (0.5,) * 3, cfg)
+    x = torch.stack([(data[i][0].float() / 255 - 0.5) / 0.5 for i in range(len(data))])
+    with torch.no_grad():
+        assert torch.allclose(logits, teacher(x), atol=1e-5)
+    student = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    before = float(kd_loss(student(x), logits, 4.0))
+    finetune(student, WithTargets(data, logits), _images(4, 3), cfg.model_copy(update={"epochs": 20}),
+             mean=(0.5,) * 3, std=(0.5,) * 3, out_dir=tmp_path)  # no teacher module: the dataset's logits
+    with torch.no_grad():
+        assert float(kd_loss(student.eval()(x), logits, 4.0)) < before
+
+
+def test_same_view_teacher_and_student_from_teacher(tmp_path: Path) -> None:
+    cfg = FinetuneConfig(epochs=1, batch_size=4, augment="none", device="cpu", memory_format="contiguous")
+    semi = SemiSupervisedConfig(epochs=1, augment="flip", teacher_view="same", init="teacher")
+    calls: list[int] = []
+
+    def make() -> nn.Module:
+        calls.append(1)
+        return _tiny()
+
+    _, result = semi_supervised_finetune(make, _images(8, 1), _images(8, 2), _images(4, 3), cfg, semi,
+                                         mean=(0.5,) * 3, std=(0.5,) * 3, out_dir=tmp_path)
+    assert len(calls) == 1 and result.targets_cpu_s == 0.0 and len(result.rounds) == 2
 
 
 def test_semi_supervised_needs_an_unlabelled_share() -> None:
@@ -133,7 +168,8 @@ def test_cli_writes_a_semi_supervised_card(png_data: Path, tmp_path: Path, capsy
     assert card["method"] == f"semi-supervised {ARCH} (20% labels)"
     semi = card["provenance"]["semi_supervised"]
     assert semi["rounds"] == 1 and [r["round"] for r in semi["rounds_run"]] == [0, 1]
-    assert card["cost_cpu_s"]["finetune"] == pytest.approx(sum(r["cpu_s"] for r in semi["rounds_run"]), abs=0.2)
+    assert card["cost_cpu_s"]["finetune"] == pytest.approx(
+        sum(r["cpu_s"] for r in semi["rounds_run"]) + semi["targets_cpu_s"], abs=0.3)
 
 
 @pytest.mark.parametrize(("args", "needle"), [

@@ -166,7 +166,7 @@ def _wide_to_8bit(im: Image.Image, path: Path) -> Image.Image:
 
 
 class TransformedDataset(Dataset):
-    """``ds`` with ``transform`` applied to each image: yields ``(transform(image), label)``."""
+    """``ds`` with ``transform`` applied to each image: yields ``(transform(image), label, ...)``."""
 
     def __init__(self, dataset: Dataset, transform: ImageTransform) -> None:
         self.dataset = dataset
@@ -175,9 +175,9 @@ class TransformedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image, label = self.dataset[index]
-        return self.transform(image), label
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        image, label, *rest = self.dataset[index]  # anything after the label (e.g. soft targets) passes through
+        return (self.transform(image), label, *rest)
 
 
 class TwoViewDataset(Dataset):

@@ -89,7 +89,8 @@ def _finetune_and_save(job: FinetuneJob, dist: DistContext) -> tuple[ModelCard, 
                                                job.semi_supervised, mean=cfg.mean, std=cfg.std, out_dir=job.out)
         result = semi.final
         cpu_s = semi.cpu_s
-        extra = {"semi_supervised": {**job.semi_supervised.model_dump(), "rounds_run": semi.summary()}}
+        extra = {"semi_supervised": {**job.semi_supervised.model_dump(), "rounds_run": semi.summary(),
+                                      "targets_cpu_s": round(semi.targets_cpu_s, 1)}}
     else:
         model = make_model()
         result = finetune(model, labelled, splits.test, job.train, mean=cfg.mean, std=cfg.std, out_dir=job.out,

@@ -126,6 +126,9 @@ def finetune(model: nn.Module, train_ds: Dataset, test_ds: Dataset, cfg: Finetun
              dist: DistContext | None = None) -> FinetuneResult:
     """Fine-tune ``model`` in place on ``train_ds`` and evaluate it on ``test_ds``.
 
+    Distillation (``cfg.kd_weight`` > 0) targets ``teacher``'s logits of each augmented batch, or the logits a
+    dataset yields as a third item (computed once, e.g. on un-augmented images).
+
     ``out_dir/checkpoints/<stage>.pt`` holds the resumable state; a finished run's checkpoint is kept, so calling
     again returns the recorded result and the final weights without training. ``dist``: the data-parallel context
     (default: this process alone, on ``cfg.device``); ``cfg.batch_size`` is then the global batch.
@@ -202,15 +205,16 @@ def finetune(model: nn.Module, train_ds: Dataset, test_ds: Dataset, cfg: Finetun
                                 generator=torch.Generator().manual_seed(cfg.seed + epoch))
             if step_in_epoch == 0:
                 running = 0.0
-            for x, y in loader:
-                x = x.to(device, non_blocking=True, memory_format=image_format)
-                y = y.to(device, non_blocking=True)
+            for batch in loader:
+                x = batch[0].to(device, non_blocking=True, memory_format=image_format)
+                y = batch[1].to(device, non_blocking=True)
+                given = batch[2].to(device) if len(batch) > 2 else None  # the dataset's own teacher logits
                 with autocast(device):
                     logits = model(x)
                     loss = labelled_cross_entropy(logits, y, cfg.label_smoothing)
-                    if teacher is not None and cfg.kd_weight > 0:
+                    if (teacher is not None or given is not None) and cfg.kd_weight > 0:
                         with torch.no_grad():
-                            t_logits = teacher(x)
+                            t_logits = given if given is not None else teacher(x)
                         loss = (1 - cfg.kd_weight) * loss + cfg.kd_weight * kd_loss(
                             logits.float(), t_logits.float(), cfg.kd_temperature)
                 value = ctx.mean_stats({"loss": float(loss.detach())})["loss"]  # the global batch's loss

@@ -1,11 +1,12 @@
 """Semi-supervised fine-tuning: a teacher that learns from the unlabelled share too.
 
 Rounds of self-training by distillation. Round 0 fine-tunes the model on the labelled images alone (or starts from
-a model already trained that way). Each later round trains a fresh copy of the pretrained model on *all* training
-images: cross-entropy on the labelled ones, and distillation from the previous round's model on every image, the
-teacher seeing the same augmented view as the student at each step (a consistent, "patient" teacher), with strong
-augmentation so the student is pushed past its teacher rather than copying it. Each round is one resumable
-:func:`~bespoke.train.finetune` stage, so an interrupted run continues in the round it stopped in.
+a model already trained that way). Each later round trains a student (a fresh copy of the pretrained model, or the
+previous round's model) on *all* training images: cross-entropy on the labelled ones, and distillation from the
+previous round's model on every image. The teacher's targets come either from the clean (un-augmented) images,
+once per round, while the student sees strongly augmented views, as in Noisy Student, or from the very view the
+student sees at each step (a consistent teacher). Each round is one resumable :func:`~bespoke.train.finetune`
+stage, so an interrupted run continues in the round it stopped in.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from bespoke.data import TransformedDataset, build_transform
 from bespoke.errors import BespokeError
+from bespoke.train.cost import cpu_seconds
+from bespoke.train.evaluate import predict_logits
 from bespoke.train.finetune import UNLABELLED, FinetuneConfig, FinetuneResult, finetune
+from bespoke.utils.device import pick_device
 
 
 class SemiSupervisedConfig(BaseModel):
@@ -35,8 +40,28 @@ class SemiSupervisedConfig(BaseModel):
     kd_weight: float = Field(0.7, gt=0, le=1, description="weight of distillation against cross-entropy on the "
                                                           "labelled images")
     kd_temperature: float = Field(1.0, gt=0, le=100)
-    augment: Literal["flip", "weak", "strong"] = Field("strong", description="augmentation of the rounds' "
-                                                                             "images (student and teacher alike)")
+    augment: Literal["flip", "weak", "strong"] = Field("strong", description="augmentation of the student's "
+                                                                             "images in the rounds")
+    teacher_view: Literal["clean", "same"] = Field("clean", description="clean: the teacher's targets from "
+                                                   "un-augmented images; same: from the student's augmented view")
+    init: Literal["pretrained", "teacher"] = Field("pretrained", description="each round's student: a fresh "
+                                                   "pretrained model or a copy of the previous round's model")
+
+
+class WithTargets(Dataset):
+    """``dataset`` with one row of ``logits`` per item: yields ``(image, label, logits[i])``."""
+
+    def __init__(self, dataset: Dataset, logits: torch.Tensor) -> None:
+        if len(dataset) != len(logits):  # type: ignore[arg-type]
+            raise ValueError(f"{len(logits)} logit rows for {len(dataset)} items")  # type: ignore[arg-type]
+        self.dataset, self.logits = dataset, logits
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        image, label = self.dataset[index]
+        return image, label, self.logits[index]
 
 
 class HiddenLabels(Dataset):
@@ -60,10 +85,11 @@ class SemiSupervisedResult:
 
     final: FinetuneResult
     rounds: list[FinetuneResult | None] = field(default_factory=list)
+    targets_cpu_s: float = 0.0  # the teachers' passes over clean images
 
     @property
     def cpu_s(self) -> float:
-        return sum(r.cpu_s for r in self.rounds if r is not None)
+        return sum(r.cpu_s for r in self.rounds if r is not None) + self.targets_cpu_s
 
     def summary(self) -> list[dict[str, float | int | None]]:
         """Test top-1 and CPU-seconds per round (for the card)."""
@@ -100,10 +126,28 @@ def semi_supervised_finetune(make_model: Callable[[], nn.Module], labelled: Data
         rounds.append(None)
     everything = ConcatDataset([labelled, HiddenLabels(unlabelled)])
     recipe = round_config(cfg, semi)
+    extra_cpu = 0.0
     for r in range(1, semi.rounds + 1):
-        student = make_model()
-        last = finetune(student, everything, test, recipe, mean=mean, std=std, out_dir=out_dir,
-                        teacher=teacher.eval(), stage=f"semi-round{r}")
+        student = make_model() if semi.init == "pretrained" else copy.deepcopy(teacher)
+        train_set, round_teacher = everything, teacher.eval()
+        if semi.teacher_view == "clean":
+            start_cpu = cpu_seconds()
+            train_set = WithTargets(everything, clean_logits(teacher, everything, mean, std, cfg))
+            round_teacher = None
+            extra_cpu += cpu_seconds() - start_cpu
+        last = finetune(student, train_set, test, recipe, mean=mean, std=std, out_dir=out_dir,
+                        teacher=round_teacher, stage=f"semi-round{r}")
         rounds.append(last)
         teacher = student
-    return teacher.eval(), SemiSupervisedResult(final=last, rounds=rounds)
+    return teacher.eval(), SemiSupervisedResult(final=last, rounds=rounds, targets_cpu_s=extra_cpu)
+
+
+def clean_logits(model: nn.Module, dataset: Dataset, mean: tuple[float, ...], std: tuple[float, ...],
+                 cfg: FinetuneConfig) -> torch.Tensor:
+    """``model``'s logits of every un-augmented image of ``dataset`` (float32, on CPU, in dataset order)."""
+    device = pick_device(cfg.device)
+    loader = DataLoader(TransformedDataset(dataset, build_transform("eval", mean, std)),
+                        batch_size=cfg.eval_batch_size)
+    with torch.inference_mode():
+        logits, _ = predict_logits(model.to(device), loader, device=device)
+    return logits
