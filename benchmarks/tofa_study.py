@@ -55,7 +55,7 @@ from bespoke.bench.preset import load_preset
 from bespoke.bench.results import machine_info
 from bespoke.data import split_labelled
 from bespoke.errors import BespokeError
-from bespoke.export import CARD, ModelCard, load_model_dir, read_card, save_model_dir, update_card
+from bespoke.export import CARD, ModelCard, load_model_dir, load_teacher, read_card, save_model_dir, update_card
 from bespoke.supernet import (
     SelectConfig,
     SpaceOptions,
@@ -67,7 +67,7 @@ from bespoke.supernet import (
     select_subnets,
     train_supernet,
 )
-from bespoke.supernet.store import META_FILE, WEIGHTS_FILE, load_teacher, read_meta, save_supernet
+from bespoke.supernet.store import META_FILE, WEIGHTS_FILE, read_meta, save_supernet
 from bespoke.targets import Budget, Measurement, Target, measure_onnx
 from bespoke.train import FinetuneConfig, cpu_seconds, finetune
 from bespoke.utils.atomic import write_bytes, write_json, write_text

@@ -45,7 +45,7 @@ from bespoke.supernet.predictor import (
     sample_configs,
     save_predictor,
 )
-from bespoke.supernet.report import write_report
+from bespoke.supernet.report import write_selection_report
 from bespoke.supernet.space import SubnetConfig
 from bespoke.supernet.static import StaticNet
 from bespoke.supernet.store import SupernetMeta, calibration_pool, load_supernet
@@ -331,7 +331,7 @@ def select_subnets(supernet: str | Path, targets: list[Target] | str | Path, out
     device = pick_device(cfg.device)
     net.to(device)
     source = _source(meta, data)
-    fit, samples, predictor_cpu = ensure_predictor(net, meta, source, directory, cfg, device)
+    fit, _, predictor_cpu = ensure_predictor(net, meta, source, directory, cfg, device)
     common = {"source": source, "mean": meta.teacher.mean, "std": meta.teacher.std, "seed": cfg.seed,
               "calib_images": cfg.calib_images, "calib_batch": cfg.calib_batch, "device": device,
               "calib_labelled": calibration_pool(meta.job)}
@@ -354,8 +354,7 @@ def select_subnets(supernet: str | Path, targets: list[Target] | str | Path, out
     write_json(out / "selection.json", {"supernet": str(directory), "predictor": fit.metrics,
                                         "cost_cpu_s": shared, "choices": [asdict(c) for c in choices],
                                         "infeasible": failed})
-    write_report(out, [asdict(c) for c in choices], predictor=fit.metrics, meta=meta, tables=tables,
-                 samples=samples, space=net.space, failed=failed)
+    write_selection_report(out, [asdict(c) for c in choices], predictor=fit.metrics, meta=meta, failed=failed)
     if failed:
         raise BespokeError("infeasible budget(s): " + "; ".join(f"{k}: {v}" for k, v in failed.items()),
                            f"the other {len(choices)} target(s) were delivered to {out}")
