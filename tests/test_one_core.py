@@ -93,3 +93,36 @@ def test_the_supernet_report_is_written_by_bespoke_report(teacher_dir, tmp_path,
     assert "## Per-target choice" in text and "| hopeless | infeasible: no subnet under 0.1 ms |" in text
     results = text.split("## Results")[1].split("##")[0]
     assert "| tofa | fast | 2ms (= 2 ms) | 0.5000 | 1.600 |" in results  # measured median on its own target
+
+
+def test_pruned_baseline_delivers_met_targets_and_refuses_a_hopeless_one_in_one_line(tmp_path) -> None:
+    from bespoke.baselines import BudgetInfo, PruneSettings, Teacher, prune_and_distill
+    from bespoke.errors import BespokeError
+    from bespoke.export import read_card
+    from bespoke.targets import measure, targets_from_dicts
+    from bespoke.train import FinetuneConfig
+    from tests.test_baselines import BASE, RES, small_net, tiny_data
+
+    model = small_net()
+    target = targets_from_dicts([{"name": "macs-half", "runtime": "macs", "budget": "0.5x"}])[0]
+    reference = measure(model, target, RES).value
+    teacher = Teacher(model=model, arch_config=BASE, arch="small", mean=(0.5,) * 3, std=(0.5,) * 3, value=reference)
+    cfg = FinetuneConfig(epochs=1, batch_size=16, kd_weight=0.5, device="cpu")
+    settings = PruneSettings(iterations=4, round_to=None)
+
+    def measure_macs(m: torch.nn.Module) -> float:
+        return measure(m, target, RES).value
+
+    met = BudgetInfo(target="macs-half", text="0.5x", value=target.resolve_budget(reference), unit=target.unit)
+    card = prune_and_distill(teacher, tiny_data(), cfg, tmp_path / "half", measure=measure_macs, budget=met,
+                             search=settings)
+    assert read_card(tmp_path / "half") == card
+    d = card.delivery
+    assert (d.target, d.budget, d.unit, d.reference) == ("macs-half", "0.5x", "MACs", reference)
+    assert d.meets_budget and d.measured <= met.value and d.attempts == len(card.provenance["picks"]) >= 1
+    hopeless = BudgetInfo(target="macs-tiny", text="0.0001x", value=1e-4 * reference, unit="MACs")
+    with pytest.raises(BespokeError) as exc:
+        prune_and_distill(teacher, tiny_data(), cfg, tmp_path / "tiny", measure=measure_macs, budget=hopeless,
+                          search=settings)
+    assert "cannot reach the budget" in str(exc.value) and "\n" not in str(exc.value)
+    assert not (tmp_path / "tiny").exists()

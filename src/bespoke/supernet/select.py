@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from bespoke.delivery import Attempt, BudgetBracket, RetryPolicy, write_delivery
+from bespoke.delivery import BudgetBracket, Pick, RetryPolicy, retry_to_budget, write_delivery
 from bespoke.errors import BespokeError
 from bespoke.export import (
     CARD,
@@ -248,27 +248,31 @@ def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> Target
     search_ms: float | None = None
     picks: dict[str, _Pick] = {}
     last: _Pick | None = None
-    while True:
-        limit = bracket.limit
+
+    def propose(limit: float) -> Pick:
+        nonlocal search_ms
         best, pred_acc, pred_cost, ms = _search(ctx, table, limit, target.unit)
         search_ms = ms if search_ms is None else search_ms  # the first answer is what a new target costs
-        if bracket.tried(best.key()):  # the limit moved too little to change the pick: the bracket is closed
-            if bracket.best is not None or bracket.tried(smallest.key()):
-                break
+        if bracket.tried(best.key()) and bracket.best is None:
             # every pick missed down to the table's floor (the search keeps finding subnets the table
             # under-prices most): the smallest subnet is the one architecture no table error can undercut
             best, pred_acc, pred_cost = smallest, float(ctx.fit.predict_genomes(smallest_genome)[0]), floor
+        return Pick(best.key(), pred_cost, pred_acc, best == smallest,
+                    {"subnet": best.key(), "predicted_accuracy": round(pred_acc, 4), "config": best})
+
+    def measure(pick: Pick) -> float:
+        nonlocal last
+        best, pred_acc, pred_cost = pick.info.pop("config"), pick.score, pick.predicted
         sub = ctx.extractor.extract(ctx.net, best)
         # the test split is evaluated once, on the attempt that is delivered (a pick costs a measurement only)
         card = _card(ctx, target, table, sub, best, budget, None, (pred_acc, pred_cost),
                      (search_ms, len(bracket.attempts) + 1))
         final = save_model_dir(model_dir, sub, card)
         after = _measure_after_export(ctx, sub, model_dir, target, best.resolution, table, pred_cost)
-        last = picks[best.key()] = _Pick(best, pred_acc, pred_cost, sub, card, final, after)
-        attempt = Attempt(best.key(), limit, pred_cost, after.value, pred_acc,
-                          {"subnet": best.key(), "predicted_accuracy": round(pred_acc, 4)})
-        if bracket.record(attempt, cheapest=best == smallest):
-            break
+        last = picks[pick.key] = _Pick(best, pred_acc, pred_cost, sub, card, final, after)
+        return after.value
+
+    retry_to_budget(bracket, propose, measure)
     if bracket.best is None:
         shutil.rmtree(model_dir, ignore_errors=True)
         raise MissedBudget(float(budget or 0.0), target.unit, [(a.key, a.measured) for a in bracket.attempts])
