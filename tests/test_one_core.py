@@ -126,3 +126,18 @@ def test_pruned_baseline_delivers_met_targets_and_refuses_a_hopeless_one_in_one_
                           search=settings)
     assert "cannot reach the budget" in str(exc.value) and "\n" not in str(exc.value)
     assert not (tmp_path / "tiny").exists()
+
+
+def test_the_block_engine_report_table_of_deliveries_comes_from_bespoke_report(teacher_dir, tmp_path) -> None:
+    import shutil
+
+    from bespoke.delivery import write_delivery
+    from bespoke.export import read_card
+    from bespoke.report import delivery_table
+
+    shutil.copytree(teacher_dir, tmp_path / "m")
+    card = write_delivery(tmp_path / "m", ("ort1", "0.5x", "ms"), budget=2.0, readings=[2.5], predicted=2.0)
+    table = delivery_table([card, read_card(teacher_dir)])
+    assert table.splitlines()[2] == "| ort1 | 2 ms | 2 | 2.5 | -20.0% | False |"
+    assert len(table.splitlines()) == 3  # a card without a delivery section has no row
+
