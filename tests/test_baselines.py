@@ -121,7 +121,8 @@ def test_prune_to_budget_refuses_impossible_budgets_and_skips_needless_pruning()
     with pytest.raises(BespokeError, match="cannot reach"):
         prune_to_budget(model, measure=macs, budget=1.0, resolution=RES, iterations=2, round_to=None)
     unpruned = prune_to_budget(model, measure=macs, budget=2 * macs(model), resolution=RES, round_to=None)
-    assert unpruned.ratio == 0.0 and len(unpruned.probes) == 1
+    assert unpruned.ratio == 0.0 and len(unpruned.attempts) == 1  # no pruning needed: one pick, verified once
+    assert [p.get("confirmation") for p in unpruned.probes] == [None, 1.0]
 
 
 def test_pruned_recipe_rebuilds_and_round_trips_through_a_model_dir(tmp_path: Path) -> None:

@@ -142,13 +142,13 @@ def test_overlapping_students_are_refused(pool):
 
 
 def test_house_roundtrip_on_disk(tmp_path, sources, pool):
-    from bespoke.house import resolve_teacher
+    from bespoke.export import load_teacher
 
     model, config = teacher()
-    info = resolve_teacher(model, arch_config=config)
+    model, info = load_teacher(model, arch_config=config)
     recipes = sample(pool, 3, seed=0)
     seg = sources.segmentation(TEACHER)
-    house = House.create(tmp_path, info, dict(sources.configs), seg, [Entry(id=r.id, recipe=r) for r in recipes],
+    house = House.create(tmp_path, model, info, dict(sources.configs), seg, [Entry(id=r.id, recipe=r) for r in recipes],
                          pretrained_donors=False, settings={"seed": 0}, data={"spec": None})
     module = build_alternative(recipes[0], sources)
     house.record_done(house.index.get(recipes[0].id), module, {"val_loss": 0.5})

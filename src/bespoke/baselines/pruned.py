@@ -13,7 +13,7 @@ from torch import nn
 
 from bespoke.baselines.common import TrainData, cpu_timer, save_with_costs
 from bespoke.baselines.pruning import prune_to_budget, prune_uniform, pruned_arch_config
-from bespoke.delivery import write_delivery
+from bespoke.delivery import RetryPolicy, write_delivery
 from bespoke.errors import BespokeError
 from bespoke.export import ModelCard
 from bespoke.train import FinetuneConfig, finetune
@@ -30,6 +30,8 @@ class PruneSettings(BaseModel):
     max_ratio: float = Field(0.9, gt=0, lt=1, description="largest fraction of channels removed per layer")
     iterations: int = Field(7, ge=1, le=20, description="bisection steps (precision max_ratio / 2^iterations)")
     round_to: int | None = Field(8, ge=1, description="kept channel counts rounded to multiples of this")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy,
+                               description="how the bisection's limit follows the pick's measurement")
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ def prune_and_distill(teacher: Teacher, data: TrainData, cfg: FinetuneConfig, ou
         num_classes=data.num_classes, classes=list(data.classes), resolution=data.resolution, mean=teacher.mean,
         std=teacher.std, accuracy=result.accuracy, data=dict(data.info), method=method,
         provenance={"ratio": found["ratio"], "value_at_search": found["value"], "probes": found["probes"],
+                    "picks": found.get("attempts", []),
                     "round_to": found["round_to"],
                     "pruning": "torch-pruning MetaPruner, L2 magnitude, uniform ratio, classifier kept",
                     "recipe": cfg.model_dump(), "history": result.history, "wall_s": round(result.wall_s, 1)},
@@ -89,7 +92,7 @@ def prune_and_distill(teacher: Teacher, data: TrainData, cfg: FinetuneConfig, ou
     save_with_costs(out_dir, student, card, costs)
     at_ratio = [p["value"] for p in found["probes"] if p["ratio"] == round(found["ratio"], 6)]
     return write_delivery(out_dir, (budget.target, budget.text, budget.unit), budget=budget.value,
-                          readings=at_ratio or [found["value"]], attempts=len(found["probes"]),
+                          readings=at_ratio or [found["value"]], attempts=len(found.get("attempts") or [found]),
                           reference=teacher.value)
 
 
@@ -116,8 +119,9 @@ def _search(teacher: Teacher, resolution: int, out_dir: Path, measure: Callable[
     with cpu_timer(costs, "search"):
         res = prune_to_budget(teacher.model, measure=measure, budget=budget.value, resolution=resolution,
                               max_ratio=settings.max_ratio, iterations=settings.iterations,
-                              unpruned_value=teacher.value, round_to=settings.round_to, on_probe=on_probe)
+                              unpruned_value=teacher.value, round_to=settings.round_to, policy=settings.retry,
+                              on_probe=on_probe)
     found = {"ratio": res.ratio, "value": res.value, "budget": budget.value, "unit": budget.unit,
-             "round_to": settings.round_to, "probes": res.probes, "cpu_s": costs["search"]}
+             "round_to": settings.round_to, "probes": res.probes, "attempts": res.attempts, "cpu_s": costs["search"]}
     write_json(path, found)
     return {**found, "resumed": False}, res.model

@@ -1,8 +1,9 @@
 """Uniform channel pruning (Torch-Pruning, L2 magnitude) to a budget, and its replayable JSON recipe.
 
 Every prunable layer loses the same fraction of its output channels (``MetaPruner``, no global ranking); the
-classifier is left whole. :func:`prune_to_budget` finds, by bisection, the smallest fraction whose measured
-value (MACs, parameters or ORT latency: any ``measure(model) -> float``) is at or under the budget.
+classifier is left whole. :func:`prune_to_budget` finds, by bisection under the shared measure-and-retry loop,
+the smallest fraction whose measured value (MACs, parameters or ORT latency: any ``measure(model) -> float``) is
+at or under the budget.
 
 A pruned model is saved as data, never pickled: its card's ``arch_config`` is ``{"builder": "pruned", "base":
 <the base recipe>, "layers": {module name: new channel counts}}``; :func:`build_pruned` rebuilds the base
@@ -20,6 +21,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from bespoke.delivery import BudgetBracket, Pick, RetryPolicy, retry_to_budget
 from bespoke.errors import BespokeError
 from bespoke.export import build_arch, register_arch_builder
 from bespoke.zoo import head_linear
@@ -54,81 +56,77 @@ def prune_uniform(model: nn.Module, ratio: float, *, resolution: int, round_to: 
 
 @dataclass
 class PruneSearch:
-    """Result of :func:`prune_to_budget`: the pruned model, its ratio and value, and every probe made."""
+    """Result of :func:`prune_to_budget`: the pruned model, its ratio and measured value, every probe of the
+    bisection and every pick the measure-and-retry loop measured (``attempts``)."""
 
     model: nn.Module
     ratio: float
     value: float
     budget: float
     probes: list[dict[str, float]] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def prune_to_budget(model: nn.Module, *, measure: Callable[[nn.Module], float], budget: float,
                     resolution: int, max_ratio: float = 0.9, iterations: int = 7,
                     unpruned_value: float | None = None, round_to: int | None = 8,
-                    confirmations: int = 3,
+                    policy: RetryPolicy | None = None,
                     on_probe: Callable[[dict[str, float]], None] | None = None) -> PruneSearch:
-    """Bisect the uniform ratio so that ``measure(pruned) <= budget`` with as little pruning as found.
+    """The least-pruned uniform ratio whose model measures within ``budget``, through the shared measure-and-retry
+    loop (:func:`bespoke.delivery.retry_to_budget`).
 
-    ``measure`` must grow with model size (MACs, params, latency); noisy latency is fine, the search keeps the
-    best ratio that was measured under budget. ``unpruned_value`` (the original's known value) saves a probe.
-    A reading under budget can be a lucky one on a noisy machine, so the chosen ratio is measured once more; when
-    that confirmation is over budget, the gap between it and the next larger ratio measured under budget is
-    bisected again (at most ``confirmations`` times). ``on_probe`` sees every probe as it is made (progress
-    logging). Raises ``BespokeError`` when even ``max_ratio`` is over
-    budget.
+    The search under a limit bisects the ratio (``iterations`` steps, each probe measured once and remembered);
+    its pick is then measured again, since a reading under budget can be a lucky one on a noisy machine, and the
+    :class:`~bespoke.delivery.BudgetBracket` (``policy``: the engines' default unless given) moves the limit after a
+    miss or a pick that leaves budget unused. ``measure`` must grow with model size (MACs, params, latency).
+    ``unpruned_value`` (the original's known value) saves a probe; ``on_probe`` sees every reading as it is made.
+    Raises ``BespokeError`` when every pick missed the budget.
     """
     probes: list[dict[str, float]] = []
+    first: dict[float, float] = {} if unpruned_value is None else {0.0: float(unpruned_value)}
 
-    def record(entry: dict[str, float]) -> None:
-        probes.append(entry)
+    def record(ratio: float, value: float, **extra: float) -> None:
+        probes.append({"ratio": round(ratio, 6), "value": value, **extra})
         if on_probe is not None:
-            on_probe(entry)
+            on_probe(probes[-1])
 
-    def probe(ratio: float) -> tuple[nn.Module, float]:
-        pruned = prune_uniform(model, ratio, resolution=resolution, round_to=round_to)
-        value = float(measure(pruned))
-        record({"ratio": round(ratio, 6), "value": value})
-        return pruned, value
+    def value_at(ratio: float) -> float:
+        if ratio not in first:
+            first[ratio] = float(measure(prune_uniform(model, ratio, resolution=resolution, round_to=round_to)))
+            record(ratio, first[ratio])
+        return first[ratio]
 
-    if unpruned_value is None or unpruned_value <= budget:  # a known over-budget original needs no probe
-        best_model, best_value = probe(0.0)
-        if best_value <= budget:
-            return PruneSearch(best_model, 0.0, best_value, budget, probes)
-    best_model, best_value = probe(max_ratio)
-    if best_value > budget:
-        raise BespokeError(f"uniform pruning cannot reach the budget {budget:g}: at ratio {max_ratio} the "
-                           f"model still measures {best_value:g}", "raise the budget or max_ratio")
-    lo, hi = 0.0, max_ratio  # value(lo) > budget >= value(hi)
+    def pick(ratio: float, *, cheapest: bool = False) -> Pick:
+        return Pick(f"{ratio:.6f}", first[ratio], 1.0 - ratio, cheapest, {"ratio": ratio})
 
-    def bisect() -> None:
-        nonlocal lo, hi, best_model, best_value
+    def propose(limit: float) -> Pick:
+        if value_at(0.0) <= limit:
+            return pick(0.0)
+        if value_at(max_ratio) > limit:
+            return pick(max_ratio, cheapest=True)
+        lo, hi = 0.0, max_ratio  # value(lo) > limit >= value(hi)
         for _ in range(iterations):
             mid = (lo + hi) / 2
-            pruned, value = probe(mid)
-            if value <= budget:
-                hi, best_model, best_value = mid, pruned, value
-            else:
-                lo = mid
+            lo, hi = (lo, mid) if value_at(mid) <= limit else (mid, hi)
+        return pick(hi)
 
-    bisect()
-    for left in range(confirmations, 0, -1):
-        if hi == max_ratio:
-            break
-        value = float(measure(best_model))
-        record({"ratio": round(hi, 6), "value": value, "confirmation": 1.0})
-        if value <= budget:
-            best_value = max(best_value, value)
-            break
-        # the first reading was a lucky one: the gap up to the next ratio measured under budget is searched again
-        lo = hi
-        hi = min((p["ratio"] for p in probes if p["ratio"] > round(lo, 6) and p["value"] <= budget),
-                 default=max_ratio)
-        best_model = prune_uniform(model, hi, resolution=resolution, round_to=round_to)
-        best_value = min(p["value"] for p in probes if p["ratio"] == round(hi, 6))
-        if left > 1:
-            bisect()
-    return PruneSearch(best_model, hi, best_value, budget, probes)
+    def confirm(chosen: Pick) -> float:
+        ratio = chosen.info["ratio"]
+        value = float(measure(prune_uniform(model, ratio, resolution=resolution, round_to=round_to)))
+        record(ratio, value, confirmation=1.0)
+        return value
+
+    bracket = BudgetBracket(policy or RetryPolicy(), budget)
+    best = retry_to_budget(bracket, propose, confirm)
+    attempts = [a.to_dict() for a in bracket.attempts]
+    if best is None:
+        lightest = min(a.measured for a in bracket.attempts)
+        raise BespokeError(f"uniform pruning cannot reach the budget {budget:g}: all {len(attempts)} pick(s) "
+                           f"measured over it (lightest {lightest:g}, at ratio up to {max_ratio})",
+                           "raise the budget or max_ratio")
+    ratio = best.info["ratio"]
+    return PruneSearch(prune_uniform(model, ratio, resolution=resolution, round_to=round_to), ratio, best.measured,
+                       budget, probes, attempts)
 
 
 def _layer_shape(module: nn.Module) -> dict[str, int] | None:

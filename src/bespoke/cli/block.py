@@ -161,19 +161,12 @@ def write_block_report(out: Path, directories: list[Path]) -> Path:
     from bespoke.bench.measuring import measurement_targets
     from bespoke.bench.preset import MeasureSection
     from bespoke.pipeline import profile_model_dir
-    from bespoke.report import row_from_card, write_report
+    from bespoke.report import delivery_table, row_from_card, write_report
 
     standard = measurement_targets(MeasureSection())
-    rows, lines = [], []
-    for directory in directories:
-        card = profile_model_dir(directory, standard)
-        rows.append(row_from_card(card, directory))
-        d = card.delivery
-        if d is not None and d.predicted is not None and d.measured:
-            lines.append(f"| {d.target} | {d.budget_resolved:.4g} {d.unit} | {d.predicted:.4g} | {d.measured:.4g} | "
-                         f"{100 * (d.predicted - d.measured) / d.measured:+.1f}% | {d.meets_budget} |")
-    table = "\n".join(["| target | budget | predicted | measured | error | meets budget |",
-                       "|---|---|---|---|---|---|", *lines])
+    cards = [profile_model_dir(directory, standard) for directory in directories]
+    rows = [row_from_card(card, directory) for card, directory in zip(cards, directories, strict=True)]
+    table = delivery_table(cards)
     budgets = {r.target: r.budget_value for r in rows if r.target and r.budget_unit == "ms" and r.budget_value}
     return write_report(out, rows, "bespoke block engine: one house, a student per target",
                         {"Predicted vs measured (target's own runtime)": table}, budgets_ms=budgets)

@@ -18,6 +18,7 @@ from bespoke.export.model_dir import (
     write_card,
 )
 from bespoke.export.onnx_export import OPSET, export_onnx, onnx_max_abs_diff
+from bespoke.export.teacher import TeacherInfo, check_teacher_fits, load_teacher
 
 __all__ = [
     "CARD",
@@ -30,13 +31,16 @@ __all__ = [
     "ArchBuilder",
     "Delivery",
     "ModelCard",
+    "TeacherInfo",
     "build_arch",
     "check_finite_weights",
     "check_out_dir",
+    "check_teacher_fits",
     "count_macs",
     "count_params",
     "export_onnx",
     "load_model_dir",
+    "load_teacher",
     "onnx_max_abs_diff",
     "read_card",
     "register_arch_builder",

@@ -21,7 +21,6 @@ from bespoke.house.student import (
     build_student,
     student_arch_config,
 )
-from bespoke.house.teacher import TeacherInfo, resolve_teacher
 
 __all__ = [
     "DEFAULT_KIND_WEIGHTS",
@@ -41,7 +40,6 @@ __all__ = [
     "Recipe",
     "SourceSet",
     "Student",
-    "TeacherInfo",
     "assemble_student",
     "build_alternative",
     "build_student",
@@ -51,7 +49,6 @@ __all__ = [
     "make_kind",
     "plan_house",
     "propose_all",
-    "resolve_teacher",
     "sample",
     "structural_sources",
     "student_arch_config",

@@ -22,13 +22,12 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from bespoke.errors import BespokeError
-from bespoke.export import build_arch
+from bespoke.export import TeacherInfo, build_arch
 from bespoke.graph import Segmentation, Span, span_of
 from bespoke.house.alternatives import build_alternative
 from bespoke.house.index import INDEX_FILE, Entry, HouseIndex
 from bespoke.house.module import count_params
 from bespoke.house.sources import TEACHER, SourceSet
-from bespoke.house.teacher import TeacherInfo
 from bespoke.utils.atomic import save_safetensors, write_json
 from bespoke.zoo import apply_state_dict
 
@@ -45,26 +44,13 @@ class SegmentMeta(BaseModel):
     params: int
 
 
-class TeacherMeta(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    arch_config: dict[str, Any]
-    num_classes: int
-    resolution: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    source: str
-    accuracy: float | None = None
-    classes: list[str] = Field(default_factory=list)
-
-
 class HouseMeta(BaseModel):
     """``house.json``: everything that defines the house except the alternatives."""
 
     model_config = ConfigDict(extra="forbid")
 
     version: int = HOUSE_VERSION
-    teacher: TeacherMeta
+    teacher: TeacherInfo
     sources: dict[str, dict[str, Any]]
     pretrained_donors: bool = True
     segments: list[SegmentMeta]
@@ -100,16 +86,14 @@ class House:
         return cls(root, meta, HouseIndex.load(root))
 
     @classmethod
-    def create(cls, root: str | Path, teacher: TeacherInfo, sources: dict[str, dict[str, Any]],
+    def create(cls, root: str | Path, teacher: nn.Module, info: TeacherInfo, sources: dict[str, dict[str, Any]],
                seg: Segmentation, entries: list[Entry], *, pretrained_donors: bool,
                settings: dict[str, Any], data: dict[str, Any]) -> House:
         """Write a new house (teacher weights, house.json, index with every entry pending)."""
         root = Path(root)
-        save_safetensors(teacher.model.state_dict(), root / TEACHER_FILE)
+        save_safetensors(teacher.state_dict(), root / TEACHER_FILE)
         meta = HouseMeta(
-            teacher=TeacherMeta(arch_config=teacher.arch_config, num_classes=teacher.num_classes,
-                                resolution=teacher.resolution, mean=teacher.mean, std=teacher.std,
-                                source=teacher.source, accuracy=teacher.accuracy, classes=teacher.classes),
+            teacher=info,
             sources=sources, pretrained_donors=pretrained_donors,
             segments=[SegmentMeta(name=seg.names[i], in_shape=list(seg.shapes[i]), out_shape=list(seg.shapes[i + 1]),
                                   params=seg.params(i)) for i in range(len(seg))],

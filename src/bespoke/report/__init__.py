@@ -13,7 +13,7 @@ from bespoke.report.rows import (
     own_cost,
     row_from_card,
 )
-from bespoke.report.table import markdown_table, results_table
+from bespoke.report.table import delivery_table, markdown_table, results_table
 
 __all__ = [
     "LATENCY_1T",
@@ -23,6 +23,7 @@ __all__ = [
     "ResultRow",
     "card_method",
     "collect_cards",
+    "delivery_table",
     "is_shared_cost",
     "markdown_table",
     "own_cost",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from bespoke.export import ModelCard
 from bespoke.report.rows import ResultRow
 
 _DASH = "-"
@@ -62,3 +63,17 @@ def results_table(rows: Sequence[ResultRow]) -> str:
     Latency is ONNX Runtime on CPU at batch 1; "(over)" marks a 1-thread latency above an ms budget.
     """
     return markdown_table([name for name, _ in COLUMNS], [[fn(r) for _, fn in COLUMNS] for r in rows])
+
+
+def delivery_table(cards: Sequence[ModelCard]) -> str:
+    """Markdown: per delivered model with a prediction, its target, resolved budget, the cost model's prediction,
+    the measured median after export (the target's own runtime and unit), the prediction's error, the verdict."""
+    rows = []
+    for card in cards:
+        d = card.delivery
+        if d is None or d.predicted is None or not d.measured:
+            continue
+        budget = "-" if d.budget_resolved is None else f"{d.budget_resolved:.4g} {d.unit}"
+        rows.append([d.target, budget, f"{d.predicted:.4g}", f"{d.measured:.4g}",
+                     f"{100 * (d.predicted - d.measured) / d.measured:+.1f}%", str(d.meets_budget)])
+    return markdown_table(["target", "budget", "predicted", "measured", "error", "meets budget"], rows)

@@ -22,7 +22,7 @@ from bespoke.distill import ActivationCache, DistillConfig, DistillJob, DistillO
 from bespoke.distill.activations import teacher_boundaries
 from bespoke.distill.adapters import renormalize
 from bespoke.errors import BespokeError
-from bespoke.export import CARD, build_arch
+from bespoke.export import CARD, build_arch, check_teacher_fits, load_teacher
 from bespoke.graph import Segmentation, enumerate_spans
 from bespoke.house import (
     DEFAULT_KIND_WEIGHTS,
@@ -35,11 +35,9 @@ from bespoke.house import (
     build_alternative,
     build_time_sources,
     plan_house,
-    resolve_teacher,
 )
 from bespoke.house.house import META_FILE, TEACHER_FILE
 from bespoke.house.module import count_params
-from bespoke.house.teacher import check_teacher_fits
 from bespoke.search.data import batch_stream, data_record, held_out, resolve_data, validation_split
 from bespoke.search.latency import build_latency_table
 from bespoke.targets import Target, load_targets
@@ -96,19 +94,19 @@ def build_house(teacher: str | Path | nn.Module, *, donors: Sequence[str] = DEFA
         log.info("resuming house %s: %s", root, house.index.counts())
         res = house.resolution
     elif isinstance(teacher, nn.Module) or (Path(teacher) / CARD).is_file():
-        info = resolve_teacher(teacher, arch_config=teacher_config, resolution=resolution)
+        teacher_model, info = load_teacher(teacher, arch_config=teacher_config, resolution=resolution)
         res = info.resolution
     else:  # a zoo name: the head is sized from the data
         res = resolution or 64
     splits = resolve_data(data, resolution=res, seed=seed, train_limit=train_limit, test_limit=test_limit)
     if house is None and info is None:
-        info = resolve_teacher(teacher, resolution=res, num_classes=len(splits.classes))
+        teacher_model, info = load_teacher(teacher, resolution=res, num_classes=len(splits.classes))
     known = info or house.meta.teacher  # type: ignore[union-attr]
-    check_teacher_fits(known.num_classes, known.classes, known.source, splits)
+    check_teacher_fits(known, splits)
     if house is None:
         assert info is not None
         cpu0 = cpu_seconds()
-        sources = build_time_sources(info.model, info.arch_config, list(donors), res,
+        sources = build_time_sources(teacher_model, info.arch_config, list(donors), res,
                                      pretrained_donors=pretrained_donors)
         seg = sources.segmentation(TEACHER)
         spans = enumerate_spans(seg, max_span)
@@ -123,9 +121,9 @@ def build_house(teacher: str | Path | nn.Module, *, donors: Sequence[str] = DEFA
                     "kind_weights": dict(kind_weights or DEFAULT_KIND_WEIGHTS),
                     "pool": plan.pool, "distill": cfg.model_dump(mode="json"),
                     "fit_adapters": fit_adapters_first}
-        house = House.create(root, info, dict(sources.configs), seg, entries, pretrained_donors=pretrained_donors,
-                             settings=settings, data=data_record(data, splits, train_limit=train_limit,
-                                                             test_limit=test_limit))
+        house = House.create(root, teacher_model, info, dict(sources.configs), seg, entries,
+                             pretrained_donors=pretrained_donors, settings=settings,
+                             data=data_record(data, splits, train_limit=train_limit, test_limit=test_limit))
         house.index.cost_cpu_s["plan"] = cpu_seconds() - cpu0
         house.save_index()
     else:

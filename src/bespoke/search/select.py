@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bespoke.data import DataSplits
-from bespoke.delivery import Attempt, BudgetBracket, RetryPolicy
+from bespoke.delivery import BudgetBracket, Pick, RetryPolicy, retry_to_budget
 from bespoke.errors import BespokeError
 from bespoke.house import House
 from bespoke.search.annealing import AnnealConfig, Candidate, Problem, anneal
@@ -100,27 +100,32 @@ def search_target(house: House, target: Target, *, data: DataSplits | str | None
         bracket.limit = budget * (1.0 - margin) if target.unit == "ms" else budget
     rounds: list[dict[str, Any]] = []
     evaluations = 0
-    while True:
-        limit = bracket.limit
+
+    def propose(limit: float) -> Pick:
+        nonlocal evaluations
         run_cfg = cfg if not rounds else cfg.model_copy(update={"iterations": max(cfg.iterations // 2, 1)})
         result = anneal(problem, limit, lambda sol: estimator.evaluate(sol).accuracy, run_cfg,
                         teacher_accuracy=estimator.teacher.accuracy, on_accept=estimator.commit, unit=target.unit)
         evaluations += result.evaluations
         chosen = sorted(result.solution)
-        spans = {a: problem.by_id[a].span for a in chosen}
-        key = ",".join(chosen)
-        if bracket.tried(key):  # the limit moved too little to change the pick
-            break
-        entry: dict[str, Any] = {"limit": limit, "alternatives": chosen, "predicted": table.predict(spans),
-                                 "accuracy_estimate": result.accuracy, "evaluations": result.evaluations}
+        entry = {"limit": limit, "alternatives": chosen,
+                 "predicted": table.predict({a: problem.by_id[a].span for a in chosen}),
+                 "accuracy_estimate": result.accuracy, "evaluations": result.evaluations}
+        return Pick(",".join(chosen), entry["predicted"], result.accuracy, info=entry)
+
+    def measure(pick: Pick) -> float:
+        entry = pick.info
         rounds.append(entry)
-        measured = entry["predicted"]
-        if checking:  # the measurement becomes a calibration point: the next prediction is corrected by it
-            measured, now, teacher_now = measure_student(house, table, target, spans, estimator.modules)
-            entry.update({"measured": now, "teacher_measured": teacher_now, "measured_on_table_scale": measured,
-                          "prediction_error": (entry["predicted"] - measured) / measured})
-        if bracket.record(Attempt(key, limit, entry["predicted"], measured, result.accuracy, entry)):
-            break
+        if not checking:
+            return entry["predicted"]
+        # the measurement becomes a calibration point: the next prediction is corrected by it
+        spans = {a: problem.by_id[a].span for a in entry["alternatives"]}
+        measured, now, teacher_now = measure_student(house, table, target, spans, estimator.modules)
+        entry.update({"measured": now, "teacher_measured": teacher_now, "measured_on_table_scale": measured,
+                      "prediction_error": (entry["predicted"] - measured) / measured})
+        return measured
+
+    retry_to_budget(bracket, propose, measure)
     if bracket.best is None:
         lightest = min(a.measured for a in bracket.attempts)
         raise BespokeError(f"target {target.name!r}: budget {budget:.4g} {target.unit} missed after export by all "

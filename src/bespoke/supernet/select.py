@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from bespoke.delivery import Attempt, BudgetBracket, RetryPolicy, write_delivery
+from bespoke.delivery import BudgetBracket, Pick, RetryPolicy, retry_to_budget, write_delivery
 from bespoke.errors import BespokeError
 from bespoke.export import (
     CARD,
@@ -45,7 +45,7 @@ from bespoke.supernet.predictor import (
     sample_configs,
     save_predictor,
 )
-from bespoke.supernet.report import write_report
+from bespoke.supernet.report import write_selection_report
 from bespoke.supernet.space import SubnetConfig
 from bespoke.supernet.static import StaticNet
 from bespoke.supernet.store import SupernetMeta, calibration_pool, load_supernet
@@ -248,27 +248,31 @@ def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> Target
     search_ms: float | None = None
     picks: dict[str, _Pick] = {}
     last: _Pick | None = None
-    while True:
-        limit = bracket.limit
+
+    def propose(limit: float) -> Pick:
+        nonlocal search_ms
         best, pred_acc, pred_cost, ms = _search(ctx, table, limit, target.unit)
         search_ms = ms if search_ms is None else search_ms  # the first answer is what a new target costs
-        if bracket.tried(best.key()):  # the limit moved too little to change the pick: the bracket is closed
-            if bracket.best is not None or bracket.tried(smallest.key()):
-                break
+        if bracket.tried(best.key()) and bracket.best is None:
             # every pick missed down to the table's floor (the search keeps finding subnets the table
             # under-prices most): the smallest subnet is the one architecture no table error can undercut
             best, pred_acc, pred_cost = smallest, float(ctx.fit.predict_genomes(smallest_genome)[0]), floor
+        return Pick(best.key(), pred_cost, pred_acc, best == smallest,
+                    {"subnet": best.key(), "predicted_accuracy": round(pred_acc, 4), "config": best})
+
+    def measure(pick: Pick) -> float:
+        nonlocal last
+        best, pred_acc, pred_cost = pick.info.pop("config"), pick.score, pick.predicted
         sub = ctx.extractor.extract(ctx.net, best)
         # the test split is evaluated once, on the attempt that is delivered (a pick costs a measurement only)
         card = _card(ctx, target, table, sub, best, budget, None, (pred_acc, pred_cost),
                      (search_ms, len(bracket.attempts) + 1))
         final = save_model_dir(model_dir, sub, card)
         after = _measure_after_export(ctx, sub, model_dir, target, best.resolution, table, pred_cost)
-        last = picks[best.key()] = _Pick(best, pred_acc, pred_cost, sub, card, final, after)
-        attempt = Attempt(best.key(), limit, pred_cost, after.value, pred_acc,
-                          {"subnet": best.key(), "predicted_accuracy": round(pred_acc, 4)})
-        if bracket.record(attempt, cheapest=best == smallest):
-            break
+        last = picks[pick.key] = _Pick(best, pred_acc, pred_cost, sub, card, final, after)
+        return after.value
+
+    retry_to_budget(bracket, propose, measure)
     if bracket.best is None:
         shutil.rmtree(model_dir, ignore_errors=True)
         raise MissedBudget(float(budget or 0.0), target.unit, [(a.key, a.measured) for a in bracket.attempts])
@@ -331,7 +335,7 @@ def select_subnets(supernet: str | Path, targets: list[Target] | str | Path, out
     device = pick_device(cfg.device)
     net.to(device)
     source = _source(meta, data)
-    fit, samples, predictor_cpu = ensure_predictor(net, meta, source, directory, cfg, device)
+    fit, _, predictor_cpu = ensure_predictor(net, meta, source, directory, cfg, device)
     common = {"source": source, "mean": meta.teacher.mean, "std": meta.teacher.std, "seed": cfg.seed,
               "calib_images": cfg.calib_images, "calib_batch": cfg.calib_batch, "device": device,
               "calib_labelled": calibration_pool(meta.job)}
@@ -354,8 +358,7 @@ def select_subnets(supernet: str | Path, targets: list[Target] | str | Path, out
     write_json(out / "selection.json", {"supernet": str(directory), "predictor": fit.metrics,
                                         "cost_cpu_s": shared, "choices": [asdict(c) for c in choices],
                                         "infeasible": failed})
-    write_report(out, [asdict(c) for c in choices], predictor=fit.metrics, meta=meta, tables=tables,
-                 samples=samples, space=net.space, failed=failed)
+    write_selection_report(out, [asdict(c) for c in choices], predictor=fit.metrics, meta=meta, failed=failed)
     if failed:
         raise BespokeError("infeasible budget(s): " + "; ".join(f"{k}: {v}" for k, v in failed.items()),
                            f"the other {len(choices)} target(s) were delivered to {out}")

@@ -1,4 +1,4 @@
-"""The supernet directory and the teacher it starts from.
+"""The supernet directory.
 
 ``SUPERNET/supernet.safetensors`` (elastic weights) + ``SUPERNET/supernet.json`` (:class:`SupernetMeta`: base
 architecture, largest spec, search space, data, recipe, cost). ``supernet.json`` is written last: a directory
@@ -12,33 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
 from bespoke.errors import BespokeError
-from bespoke.export import load_model_dir, read_card
+from bespoke.export import TeacherInfo
 from bespoke.supernet.build import ElasticNet
 from bespoke.supernet.space import SearchSpace
 from bespoke.supernet.specs import NetSpec
 from bespoke.utils.atomic import save_safetensors, write_json
-from bespoke.zoo import create_model, get_pretrained_cfg, load_state_dict
+from bespoke.zoo import load_state_dict
 
 META_FILE = "supernet.json"
 WEIGHTS_FILE = "supernet.safetensors"
 FORMAT = 1
-
-
-class TeacherInfo(BaseModel):
-    """Where the supernet's weights come from and how its inputs are prepared."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    source: str
-    arch: str
-    resolution: int
-    num_classes: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    accuracy: float | None = None
 
 
 class SupernetMeta(BaseModel):
@@ -63,40 +48,6 @@ def calibration_pool(job: dict[str, Any]) -> tuple[float, int] | None:
     """``(label fraction, seed)`` when a run may only use its labelled images (the labelled-only ablation)."""
     train = job.get("train", {})
     return None if train.get("semi_supervised", True) else (float(job["labels"]), int(train.get("seed", 0)))
-
-
-def load_teacher(teacher: str | Path, *, num_classes: int | None, resolution: int | None
-                 ) -> tuple[nn.Module, TeacherInfo]:
-    """The starting network: a model directory (``bespoke finetune``) or a zoo name (ImageNet weights)."""
-    path = Path(teacher)
-    if path.is_dir():
-        card = read_card(path)
-        res = resolution or card.resolution
-        if num_classes is not None and card.num_classes != num_classes:
-            raise BespokeError(f"teacher {path} has {card.num_classes} classes, the data {num_classes}",
-                               "fine-tune the teacher on the same data set")
-        if card.arch_config.get("builder") == "zoo":
-            model = create_model(card.arch, num_classes=card.num_classes, pretrained=False, resolution=res,
-                                 weights=path / "model.safetensors", model_args=card.arch_config.get("model_args"))
-        elif res == card.resolution:
-            model, _ = load_model_dir(path)
-        else:
-            raise BespokeError(f"teacher {path} cannot be rebuilt at resolution {res}",
-                               f"use its own resolution {card.resolution}")
-        info = TeacherInfo(source=str(path), arch=card.arch, resolution=res, num_classes=card.num_classes,
-                           mean=card.mean, std=card.std, accuracy=card.accuracy)
-        return model, info
-    name = str(teacher)
-    if resolution is None:
-        raise BespokeError(f"teacher {name!r} is a zoo name: the resolution must be given",
-                           "pass --resolution (e.g. 64), or a fine-tuned model directory as --teacher")
-    if num_classes is None:
-        raise BespokeError("num_classes is needed to build a teacher from the zoo")
-    cfg = get_pretrained_cfg(name)  # BespokeError for unknown names, listing the known ones
-    model = create_model(name, num_classes=num_classes, pretrained=True, resolution=resolution)
-    info = TeacherInfo(source=f"zoo:{name}", arch=name, resolution=resolution, num_classes=num_classes,
-                       mean=tuple(cfg.mean), std=tuple(cfg.std))
-    return model, info
 
 
 def save_supernet(directory: str | Path, net: ElasticNet, meta: SupernetMeta) -> None:

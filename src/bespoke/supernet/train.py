@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from bespoke.data import TwoViewDataset, build_transform, split_labelled
 from bespoke.errors import BespokeError
-from bespoke.export import read_card
+from bespoke.export import TeacherInfo, check_teacher_fits, load_teacher, read_card
 from bespoke.supernet.build import build_supernet
 from bespoke.supernet.config import SupernetJob, SupernetTrainConfig
 from bespoke.supernet.data import DataSource, SpecSource
@@ -38,9 +38,7 @@ from bespoke.supernet.space import SubnetConfig
 from bespoke.supernet.store import (
     META_FILE,
     SupernetMeta,
-    TeacherInfo,
     calibration_pool,
-    load_teacher,
     read_meta,
     save_supernet,
 )
@@ -262,6 +260,7 @@ def _train(job: SupernetJob, data: DataSource | None, callback: StepCallback | N
     resolution = _teacher_resolution(job)
     splits = source.splits(resolution)
     model, info = load_teacher(job.teacher, num_classes=splits.num_classes, resolution=resolution)
+    check_teacher_fits(info, splits)
     seed_everything(cfg.seed)
     net = build_supernet(model, resolution, options=job.space).to(device)
     dist.broadcast_module(net)
