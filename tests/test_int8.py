@@ -14,6 +14,7 @@ from bespoke.pipeline import profile_model_dir
 from bespoke.quantize import PTQSearch, PTQSettings, predict, quantize_graph, quantize_model_dir, sample_images
 from bespoke.quantize.choose import rank_sensitive_nodes
 from bespoke.quantize.ptq import prepare_graph
+from bespoke.report.rows import collect_cards
 from bespoke.search.latency import table_settings
 from bespoke.targets import Target, targets_from_dicts
 from bespoke.zoo import create_model
@@ -109,6 +110,8 @@ def test_quantize_model_dir_writes_a_verified_int8_dir_and_resumes(world, tmp_pa
     assert "ort" in profiled.latency_ms
     with pytest.raises(BespokeError, match="torch"):
         profile_model_dir(folder, [Target(name="eager", runtime="torch", **FAST)])
+    rows = collect_cards(out)
+    assert [r.method for r in rows] == [f"finetune:{ARCH} int8"] and rows[0].accuracy == q.int8_accuracy
     model, loaded = load_model_dir(folder)
     with pytest.raises(BespokeError, match="not re-exported"):
         save_model_dir(folder, model, loaded)

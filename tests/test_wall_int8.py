@@ -7,9 +7,10 @@ from pathlib import Path
 import onnx
 import pytest
 
-from bespoke.quantize import choose
+from bespoke.quantize import choose, quantize_model_dir
+from bespoke.targets import Target
 from tests.test_bad_inputs import refused_with_one_line
-from tests.test_int8 import fp32_dir
+from tests.test_int8 import FAST, SMALL, fp32_dir
 from tests.test_reliability_kill import image_folder
 
 TARGET = "targets:\n  - {name: q, runtime: %s, precision: int8, warmup: 1, repeats: 5}\n"
@@ -64,3 +65,25 @@ def test_calibration_data_missing(world, tmp_path, capsys):
 def test_calibration_data_empty(world, tmp_path, capsys):
     refused_with_one_line(argv(world, tmp_path, "onnxruntime", "--calibration", "0"), ("calibration data",), capsys)
     nothing_written(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def int8_dir(world, tmp_path_factory) -> Path:
+    target = Target(name="q", runtime="onnxruntime", precision="int8", **FAST)
+    out = tmp_path_factory.mktemp("int8-dir")
+    return quantize_model_dir(world[1], str(world[0]), [target], out, calibration=8, search=SMALL)["q"]
+
+
+@pytest.mark.parametrize("command", [["export"], ["profile-device", "--out", "{tmp}/parts"], ["quantize-again"]])
+def test_commands_that_cannot_take_an_int8_dir(world, int8_dir, tmp_path, capsys, command):
+    before = {p: p.read_bytes() for p in int8_dir.iterdir() if p.is_file()}
+    if command == ["quantize-again"]:
+        args = argv(world, tmp_path)
+        args[1] = str(int8_dir)
+        needles: tuple[str, ...] = ("already an int8 model directory",)
+    else:
+        args = [command[0], str(int8_dir), *(c.format(tmp=tmp_path) for c in command[1:])]
+        needles = ("int8",)
+    refused_with_one_line(args, needles, capsys)
+    assert {p: p.read_bytes() for p in int8_dir.iterdir() if p.is_file()} == before
+    assert not (tmp_path / "parts").exists()
