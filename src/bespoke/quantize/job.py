@@ -13,7 +13,7 @@ from bespoke.errors import BespokeError
 from bespoke.export import CARD, ONNX, WEIGHTS, ModelCard, Quantization, read_card, save_quantized_model_dir
 from bespoke.quantize.calibrate import sample_images
 from bespoke.quantize.choose import Choice, PTQSearch, choose_settings
-from bespoke.quantize.ptq import predict, top1
+from bespoke.quantize.ptq import top1_on
 from bespoke.targets import Target, measure_paired
 from bespoke.train import cpu_seconds
 from bespoke.utils.lock import output_lock
@@ -69,15 +69,17 @@ def quantize_model_dir(directory: str | Path, data: str, targets: Sequence[Targe
                                  what=f"calibration data: training split of {where}")
         val, val_labels = sample_images(splits.val, selection, seed=seed, mean=twin.mean, std=twin.std,
                                         what=f"held-out data: validation split of {where}")
-        test, test_labels = sample_images(splits.test, None, seed=seed, mean=twin.mean, std=twin.std,
-                                          what=f"test data: test split of {where}")
-        fp32_pred = top1(predict(fp32, test))
+        if len(splits.test) == 0:
+            raise BespokeError(f"test data: test split of {where}: no images",
+                               "the agreement with fp32 is measured on the test split")
         for target in todo:
             with make_progress() as progress:
                 task = progress.add_task(f"quantize {target.name}", total=len(search.grid()), postfix="")
                 choice = choose_settings(fp32, calib, val, val_labels, target, search, log=log,
                                          step=lambda task=task: progress.advance(task))
-            card = _int8_card(twin, directory, choice, fp32_pred, test, test_labels, agreement_threshold,
+            (fp32_pred, pred), labels = top1_on([fp32, choice.best.graph], splits.test, mean=twin.mean,
+                                                std=twin.std)
+            card = _int8_card(twin, directory, choice, fp32_pred, pred, labels, agreement_threshold,
                               calibration_set=f"{where} train split, {len(calib)} images, seed {seed}",
                               calibration_images=len(calib), cost=cpu_seconds() - start)
             save_quantized_model_dir(out / target.name, (directory / WEIGHTS).read_bytes(), choice.best.graph, card)
@@ -98,10 +100,9 @@ def _done(folder: Path, source: Path) -> bool:
             and card.quantization.fp32_twin == str(source.resolve()))
 
 
-def _int8_card(twin: ModelCard, source: Path, choice: Choice, fp32_pred: np.ndarray, test: np.ndarray,
+def _int8_card(twin: ModelCard, source: Path, choice: Choice, fp32_pred: np.ndarray, pred: np.ndarray,
                labels: np.ndarray, threshold: float, *, calibration_set: str, calibration_images: int,
                cost: float) -> ModelCard:
-    pred = top1(predict(choice.best.graph, test))
     s = choice.best.settings
     quantization = Quantization(
         format=s.format, weight_type=s.weight_type, activation_type=s.activation_type, per_channel=s.per_channel,

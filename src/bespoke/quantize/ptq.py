@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -14,7 +14,9 @@ import onnxruntime as ort
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from pydantic import BaseModel, ConfigDict
+from torch.utils.data import Dataset
 
+from bespoke.data import build_transform, make_loader
 from bespoke.quantize.calibrate import ImageReader
 from bespoke.targets.onnx_io import INPUT_NAME
 
@@ -88,14 +90,32 @@ def quantize_graph(fp32: bytes, settings: PTQSettings, calibration: np.ndarray) 
         return target.read_bytes()
 
 
-def predict(graph: bytes, images: np.ndarray, *, threads: int = 1) -> np.ndarray:
-    """Logits of an ONNX ``graph`` (batch axis dynamic) on ``images``, ``EVAL_BATCH`` at a time."""
+def _session(graph: bytes, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
+def predict(graph: bytes, images: np.ndarray, *, threads: int = 1) -> np.ndarray:
+    """Logits of an ONNX ``graph`` (batch axis dynamic) on ``images``, ``EVAL_BATCH`` at a time."""
+    session = _session(graph, threads)
     out = [session.run(None, {INPUT_NAME: images[i:i + EVAL_BATCH]})[0] for i in range(0, len(images), EVAL_BATCH)]
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def top1_on(graphs: Sequence[bytes], ds: Dataset, *, mean: Sequence[float], std: Sequence[float],
+            threads: int = 1) -> tuple[list[np.ndarray], np.ndarray]:
+    """Top-1 of each ONNX graph on every image of ``ds`` (streamed, ``EVAL_BATCH`` at a time), and the labels."""
+    sessions = [_session(g, threads) for g in graphs]
+    preds: list[list[np.ndarray]] = [[] for _ in graphs]
+    labels = []
+    for x, y in make_loader(ds, build_transform("eval", mean, std), EVAL_BATCH, shuffle=False, seed=0):
+        feed = {INPUT_NAME: x.numpy()}
+        for session, out in zip(sessions, preds, strict=True):
+            out.append(session.run(None, feed)[0].argmax(axis=1))
+        labels.append(y.numpy())
+    return [np.concatenate(p) for p in preds], np.concatenate(labels)
 
 
 def top1(logits: np.ndarray) -> np.ndarray:
