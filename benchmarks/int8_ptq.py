@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=256)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "int8_ptq")
     parser.add_argument("--note", default="shared 2-core machine: latency figures are noisy")
+    parser.add_argument("--name", default="int8_ptq", help="results file name under benchmarks/results/")
     args = parser.parse_args()
     target = Target(name="cpu1-int8", runtime="onnxruntime", threads=1, batch=1, precision="int8")
     rows = []
@@ -56,9 +57,10 @@ def main() -> None:
                                   "calibration": q.calibration_method, "nodes_excluded": q.nodes_excluded},
                      "candidates": ptq["candidates"], "fp32_val_top1": ptq["fp32_val_accuracy"]})
         print(rows[-1])
-    out = ROOT / "benchmarks" / "results" / "int8_ptq"
+    out = ROOT / "benchmarks" / "results" / args.name
     command = ("PYTHONPATH=src python benchmarks/int8_ptq.py --models " + args.models
-               + f" --train-limit {args.train_limit} --epochs {args.epochs} --test-limit {args.test_limit}")
+               + f" --train-limit {args.train_limit} --epochs {args.epochs} --test-limit {args.test_limit}"
+               + f" --name {args.name}")
     write_json(out.with_suffix(".json"), {"command": command, "note": args.note, "machine": machine_info(),
                                           "target": target.model_dump(mode="json"), "rows": rows})
     lines = ["# Teacher PTQ at 64 px (Fashion-MNIST, 1 thread, batch 1)", "", f"`{command}`", "", args.note, "",

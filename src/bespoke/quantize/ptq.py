@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -51,11 +52,13 @@ class PTQSettings(BaseModel):
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """onnxruntime.quantization logs advice per node on the root logger; a command prints its own lines."""
+    """onnxruntime.quantization logs advice per node on the root logger and prints calibration steps; a command
+    prints its own lines."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         logging.disable(previous)
 
