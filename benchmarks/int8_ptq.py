@@ -17,7 +17,7 @@ from pathlib import Path
 from bespoke.bench.results import machine_info
 from bespoke.export import read_card
 from bespoke.pipeline import FinetuneJob, run_finetune
-from bespoke.quantize import quantize_model_dir
+from bespoke.quantize import AGREEMENT_THRESHOLD, PTQSearch, quantize_model_dir
 from bespoke.targets import Target
 from bespoke.train import FinetuneConfig
 from bespoke.utils.atomic import write_json, write_text
@@ -35,8 +35,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "int8_ptq")
     parser.add_argument("--note", default="shared 2-core machine: latency figures are noisy")
     parser.add_argument("--name", default="int8_ptq", help="results file name under benchmarks/results/")
+    parser.add_argument("--agreement", type=float, default=AGREEMENT_THRESHOLD)
+    parser.add_argument("--weight-types", default="uint8,int8", help="candidate weight types")
+    parser.add_argument("--methods", default="MinMax,Percentile,Entropy", help="candidate calibration methods")
     args = parser.parse_args()
     target = Target(name="cpu1-int8", runtime="onnxruntime", threads=1, batch=1, precision="int8")
+    search = PTQSearch(weight_types=tuple(args.weight_types.split(",")), methods=tuple(args.methods.split(",")))
     rows = []
     for name in args.models.split(","):
         fp32_dir = args.work / name
@@ -44,7 +48,8 @@ def main() -> None:
                           test_limit=args.test_limit, out=fp32_dir, train=FinetuneConfig(epochs=args.epochs))
         run_finetune(job)
         written = quantize_model_dir(fp32_dir, "fashion-mnist", [target], args.work / f"{name}-int8",
-                                     calibration=args.calibration, test_limit=args.test_limit, log=print)
+                                     calibration=args.calibration, test_limit=args.test_limit,
+                                     agreement_threshold=args.agreement, search=search, log=print)
         card = read_card(written[target.name])
         q = card.quantization
         assert q is not None
@@ -60,7 +65,8 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results" / args.name
     command = ("PYTHONPATH=src python benchmarks/int8_ptq.py --models " + args.models
                + f" --train-limit {args.train_limit} --epochs {args.epochs} --test-limit {args.test_limit}"
-               + f" --name {args.name}")
+               + f" --name {args.name} --agreement {args.agreement} --weight-types {args.weight_types}"
+               + f" --methods {args.methods}")
     write_json(out.with_suffix(".json"), {"command": command, "note": args.note, "machine": machine_info(),
                                           "target": target.model_dump(mode="json"), "rows": rows})
     lines = ["# Teacher PTQ at 64 px (Fashion-MNIST, 1 thread, batch 1)", "", f"`{command}`", "", args.note, "",
