@@ -82,7 +82,7 @@ def resolve_budgets(ctx: BenchContext) -> dict[str, float]:
 
 
 def _settings(target: Target) -> tuple:
-    return (target.runtime, target.threads, target.batch, target.opt_level, target.table)
+    return (target.runtime, target.threads, target.batch, target.opt_level, target.precision, target.table)
 
 
 def donor_stages(ctx: BenchContext, ledger: StageLedger) -> list[StageRecord]:

@@ -1,7 +1,7 @@
 """Export and the output contract: verified ONNX, model cards, model directories, architecture builders."""
 
 from bespoke.export.builders import ArchBuilder, build_arch, register_arch_builder, zoo_arch_config
-from bespoke.export.card import PRED_REFERENCE, SHARED_COST_PREFIX, Delivery, ModelCard
+from bespoke.export.card import PRED_REFERENCE, SHARED_COST_PREFIX, Delivery, ModelCard, Quantization
 from bespoke.export.model_dir import (
     CARD,
     CARD_MD,
@@ -14,6 +14,7 @@ from bespoke.export.model_dir import (
     load_model_dir,
     read_card,
     save_model_dir,
+    save_quantized_model_dir,
     update_card,
     write_card,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "ArchBuilder",
     "Delivery",
     "ModelCard",
+    "Quantization",
     "TeacherInfo",
     "build_arch",
     "check_finite_weights",
@@ -45,6 +47,7 @@ __all__ = [
     "read_card",
     "register_arch_builder",
     "save_model_dir",
+    "save_quantized_model_dir",
     "update_card",
     "write_card",
     "zoo_arch_config",

@@ -6,7 +6,7 @@ import datetime as _dt
 import json
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, field_validator, model_validator
 
@@ -72,6 +72,42 @@ class Delivery(BaseModel):
         return self.measured <= self.budget_resolved
 
 
+#: Longest list of graph nodes a card may name as left in fp32 (a model has a few hundred nodes at most).
+MAX_EXCLUDED_NODES = 10_000
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Quantization(BaseModel):
+    """How an INT8 model's ONNX graph was quantized and verified (post-training static quantization).
+
+    Its verification is agreement, not elementwise tolerance: ``agreement`` is the share of test images where the
+    INT8 graph's top-1 equals the fp32 twin's, and a directory is written only when it reaches
+    ``agreement_threshold``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["ptq-static"] = "ptq-static"
+    format: Literal["QDQ", "QOperator"]
+    weight_type: Literal["uint8", "int8"]
+    activation_type: Literal["uint8", "int8"]
+    per_channel: bool
+    reduce_range: bool
+    calibration_method: Literal["MinMax", "Percentile", "Entropy"]
+    calibration_images: int = Field(ge=1, le=1_000_000)
+    calibration_set: str = Field(max_length=500, description="data set, split and seed the images came from")
+    nodes_excluded: list[str] = Field(default_factory=list, max_length=MAX_EXCLUDED_NODES,
+                                      description="graph nodes left in fp32")
+    sensitivity: str | None = Field(None, max_length=200, description="how the excluded nodes were chosen")
+    fp32_accuracy: Share | None = None
+    int8_accuracy: Share | None = None
+    agreement: Share
+    agreement_threshold: Share
+    agreement_split: str = "test"
+    selection_split: str = Field("val", description="split the settings were chosen on")
+    fp32_twin: str | None = Field(None, max_length=4096, description="the fp32 model directory quantized")
+
+
 class ModelCard(BaseModel):
     """``card.json`` of a model directory (the output contract every engine writes). Unknown keys are errors."""
 
@@ -99,6 +135,9 @@ class ModelCard(BaseModel):
     cost_cpu_s: dict[str, float] = Field(default_factory=dict, description="CPU-seconds per stage")
     method: str | None = Field(None, description="the label a report lists the model under (default engine:arch)")
     delivery: Delivery | None = Field(None, description="the target it was delivered for and how it measured")
+    precision: Literal["fp32", "int8"] = Field("fp32", description="numeric precision of model.onnx (the "
+                                               "safetensors weights are always the fp32 twin's)")
+    quantization: Quantization | None = Field(None, description="how the INT8 graph was made (int8 only)")
     data: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
     created: str = Field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -120,6 +159,12 @@ class ModelCard(BaseModel):
             if version == 1:
                 data = _from_format_1(data)
         return data
+
+    @model_validator(mode="after")
+    def _quantized_when_int8(self) -> ModelCard:
+        if (self.precision == "int8") != (self.quantization is not None):
+            raise ValueError("an int8 card needs a quantization section, and only an int8 card has one")
+        return self
 
     @property
     def target(self) -> str | None:
@@ -201,6 +246,15 @@ class ModelCard(BaseModel):
             ("ONNX opset / max abs diff vs PyTorch",
              f"{self.onnx_opset} / {self.onnx_max_abs_diff:.2e}" if self.onnx_max_abs_diff is not None else "-"),
         ]
+        if self.quantization:
+            q = self.quantization
+            rows += [("precision", f"int8 ({q.format}, weights {q.weight_type}, activations {q.activation_type}"
+                      f"{', reduce_range' if q.reduce_range else ''})"),
+                     ("calibration", f"{q.calibration_method} on {q.calibration_images} images of "
+                      f"{q.calibration_set}"),
+                     ("fp32 twin top-1", f"{q.fp32_accuracy:.4f}" if q.fp32_accuracy is not None else "-"),
+                     ("int8 vs fp32 top-1 agreement", f"{q.agreement:.4f} (threshold {q.agreement_threshold})"),
+                     ("nodes left in fp32", ", ".join(q.nodes_excluded) or "none")]
         for tgt, ms in self.latency_ms.items():
             noise = self.latency.get(tgt, {}).get("spread")
             rows.append((f"latency on {tgt}", f"{ms:.3f} ms" + (f" (spread {noise:.1%})" if noise is not None else "")))

@@ -51,6 +51,10 @@ def save_model_dir(directory: str | Path, model: nn.Module, card: ModelCard, *, 
     from bespoke import __version__
 
     directory = Path(directory)
+    if card.precision != "fp32":
+        raise BespokeError(f"{directory}: an {card.precision} model directory is not re-exported from PyTorch (its "
+                           "model.onnx is the quantized graph)",
+                           "export its fp32 twin, then run `bespoke quantize` on it again")
     net = cpu_model(model)  # the caller's model keeps its device and mode
     state = net.state_dict()
     check_finite_weights(state)
@@ -60,6 +64,36 @@ def save_model_dir(directory: str | Path, model: nn.Module, card: ModelCard, *, 
         "params": count_params(net), "macs": count_macs(net, card.resolution), "onnx_max_abs_diff": diff,
         "onnx_opset": OPSET, "bespoke_version": __version__, "card_format": CARD_FORMAT})
     weights = safetensors_bytes(state, metadata={"arch": card.arch, "engine": card.engine})
+    replace_files({directory / ONNX: onnx_bytes, directory / WEIGHTS: weights, **_card_files(directory, card)},
+                  marker=directory / CARD)
+    return card
+
+
+@locks_output("directory")
+def save_quantized_model_dir(directory: str | Path, weights: bytes, onnx_bytes: bytes, card: ModelCard
+                             ) -> ModelCard:
+    """Write an INT8 model directory: the fp32 twin's ``weights`` (safetensors bytes), the quantized graph as
+    model.onnx and ``card``, all replaced together with card.json last.
+
+    Its verification is the card's top-1 agreement with the fp32 twin (``card.quantization``), not elementwise
+    tolerance: below the threshold nothing is written.
+
+    Raises:
+        BespokeError: the card is not an int8 card, or its agreement is below its threshold.
+    """
+    from bespoke import __version__
+
+    directory = Path(directory)
+    q = card.quantization
+    if card.precision != "int8" or q is None:
+        raise BespokeError(f"{directory}: save_quantized_model_dir writes int8 cards, got {card.precision}")
+    if q.agreement < q.agreement_threshold:
+        raise BespokeError(f"{directory}: the INT8 graph agrees with its fp32 twin on {q.agreement:.1%} of the "
+                           f"{q.agreement_split} images, below the {q.agreement_threshold:.1%} required: "
+                           "quantization collapsed the model, nothing was written",
+                           "calibrate on more images, or leave more layers in fp32")
+    card = card.model_copy(update={"onnx_opset": OPSET, "onnx_max_abs_diff": None, "bespoke_version": __version__,
+                                   "card_format": CARD_FORMAT})
     replace_files({directory / ONNX: onnx_bytes, directory / WEIGHTS: weights, **_card_files(directory, card)},
                   marker=directory / CARD)
     return card

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from bespoke.errors import BespokeError
 from bespoke.export import ONNX, ModelCard, load_model_dir, update_card
 from bespoke.targets import Measurement, Target, measure, measure_onnx
 
@@ -16,6 +17,10 @@ def measure_model_dir(directory: str | Path, target: Target) -> Measurement:
     if target.runtime in ("onnxruntime", "table"):
         return measure_onnx(directory / ONNX, target)
     model, card = load_model_dir(directory)
+    if card.precision != "fp32" and target.runtime in ("torch", "memory"):
+        raise BespokeError(f"{directory} is an {card.precision} model; target {target.name!r} ({target.runtime}) "
+                           "would measure its fp32 PyTorch module instead",
+                           "profile it on an onnxruntime target")
     return measure(model, target, card.resolution)
 
 

@@ -49,7 +49,8 @@ PosKey = tuple[int, int, float, int]  # block position, kernel, expand, resoluti
 
 def _signature(target: Target) -> str:
     settings = {"runtime": target.runtime, "threads": target.threads, "batch": target.batch,
-                "opt_level": target.opt_level, "warmup": target.warmup, "repeats": target.repeats}
+                "opt_level": target.opt_level, "precision": target.precision, "warmup": target.warmup,
+                "repeats": target.repeats}
     if target.table is not None:
         path = Path(target.table)
         settings["table"] = [str(path.resolve()), path.stat().st_mtime_ns if path.exists() else 0]

@@ -31,6 +31,7 @@ from bespoke.targets.runtimes import (
     resolve_budget,
 )
 from bespoke.targets.spec import (
+    INT8_RUNTIMES,
     LATENCY_RUNTIMES,
     MAX_TARGETS,
     RUNTIME_NAMES,
@@ -43,6 +44,7 @@ from bespoke.targets.table import TableLookup, TableRow
 
 __all__ = [
     "CSV_COLUMNS",
+    "INT8_RUNTIMES",
     "LATENCY_RUNTIMES",
     "MAX_TARGETS",
     "OPSET",

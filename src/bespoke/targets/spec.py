@@ -8,6 +8,7 @@ Example ``targets.yaml``::
         threads: 1
         batch: 1
         budget: 0.5x           # or 2.0ms, or 20M for macs/params
+        precision: int8        # fp32 (default) | int8: the model delivered is a statically quantized ONNX
       - name: board
         runtime: table
         table: latencies.csv   # relative paths resolve against this file's folder
@@ -31,11 +32,14 @@ from bespoke.utils.yaml_io import load_yaml_file, short_repr
 
 Runtime = Literal["onnxruntime", "torch", "table", "macs", "params", "memory"]
 OptLevel = Literal["disable", "basic", "extended", "all"]
+Precision = Literal["fp32", "int8"]
 #: every target is a search + delivery of its own: far more than anyone runs, few enough to validate at once
 MAX_TARGETS = 1000
 
 RUNTIME_NAMES: tuple[str, ...] = get_args(Runtime)
 LATENCY_RUNTIMES = ("onnxruntime", "torch", "table")
+#: Runtimes that run an INT8 ONNX graph; the others time or count the fp32 PyTorch module (or a table of fp32 parts).
+INT8_RUNTIMES = ("onnxruntime",)
 _UNITS: dict[str, str] = {
     "onnxruntime": "ms",
     "torch": "ms",
@@ -65,6 +69,8 @@ class Target(BaseModel):
                          "runtimes)")
     batch: int = Field(default=1, ge=1, le=MAX_BATCH, strict=True, description="batch size of the measured input")
     opt_level: OptLevel = Field(default="all", description="onnxruntime graph optimisation level")
+    precision: Precision = Field(default="fp32", description="fp32, or int8: the delivered model is a statically "
+                                 "quantized ONNX graph (onnxruntime targets only)")
     budget: Budget | None = Field(default=None, description="0.5x (relative), 2.0ms, 20M, 4MB or a number")
     table: Path | None = Field(default=None, description="latency CSV measured on the device (runtime table)")
     warmup: int = Field(default=10, ge=0, le=MAX_RUNS, strict=True, description="untimed runs before timing")
@@ -83,6 +89,9 @@ class Target(BaseModel):
             raise ValueError("runtime 'table' needs 'table: <latencies.csv>' (measured on the device)")
         if self.runtime != "table" and self.table is not None:
             raise ValueError(f"'table' is only used by runtime 'table', not {self.runtime!r}")
+        if self.precision == "int8" and self.runtime not in INT8_RUNTIMES:
+            raise ValueError(f"precision int8 needs runtime {' or '.join(INT8_RUNTIMES)}: {self.runtime!r} "
+                             "cannot run an INT8 graph")
         if self.budget is not None:
             try:
                 self.budget.check_unit(self.unit)

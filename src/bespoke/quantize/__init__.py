@@ -1,0 +1,15 @@
+"""Post-training static quantization of model directories (onnxruntime.quantization) for int8 targets.
+
+calibrate (seeded, preprocessed images and the calibration reader) -> ptq (one setting: quantize a graph, run it)
+-> choose (every setting scored on held-out images, timed against fp32, sensitive nodes left in fp32) -> job
+(:func:`quantize_model_dir`: one INT8 model directory per int8 target, verified by top-1 agreement).
+"""
+
+from bespoke.quantize.calibrate import ImageReader, sample_images
+from bespoke.quantize.choose import Candidate, Choice, PTQSearch, choose_settings, rank_sensitive_nodes
+from bespoke.quantize.job import AGREEMENT_THRESHOLD, default_out, quantize_model_dir
+from bespoke.quantize.ptq import PTQSettings, predict, quantize_graph, top1_on
+
+__all__ = ["AGREEMENT_THRESHOLD", "Candidate", "Choice", "ImageReader", "PTQSearch", "PTQSettings",
+           "choose_settings", "default_out", "predict", "quantize_graph", "quantize_model_dir",
+           "rank_sensitive_nodes", "sample_images", "top1_on"]

@@ -1,0 +1,142 @@
+"""INT8: the precision key, the card's quantization section, post-training quantization of a model directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bespoke.errors import BespokeError
+from bespoke.export import ModelCard, load_model_dir, read_card, save_model_dir, zoo_arch_config
+from bespoke.pipeline import profile_model_dir
+from bespoke.quantize import PTQSearch, PTQSettings, predict, quantize_graph, quantize_model_dir, sample_images
+from bespoke.quantize.choose import rank_sensitive_nodes
+from bespoke.quantize.ptq import prepare_graph
+from bespoke.report.rows import collect_cards
+from bespoke.search.latency import table_settings
+from bespoke.targets import Target, targets_from_dicts
+from bespoke.zoo import create_model
+from tests.test_cli import run_cli
+from tests.test_reliability_kill import image_folder
+
+ARCH = "timm:mobilenetv3_small_050"
+FAST = {"warmup": 1, "repeats": 10}
+#: two candidates, so the tests exercise the choice without running the whole grid
+SMALL = PTQSearch(formats=("QOperator", "QDQ"), weight_types=("uint8",), methods=("MinMax",), reduce_range=(False,))
+
+
+def fp32_dir(path: Path, resolution: int = 32) -> Path:
+    """A real fp32 model directory (weights, verified ONNX, card), random init."""
+    model = create_model(ARCH, pretrained=False, num_classes=3, resolution=resolution)
+    card = ModelCard(arch=ARCH, arch_config=zoo_arch_config(ARCH, 3, resolution), engine="finetune", num_classes=3,
+                     classes=list("rgb"), resolution=resolution, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                     accuracy=0.5)
+    save_model_dir(path, model, card)
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("int8")
+    return image_folder(root / "data", n_train=20, n_test=6), fp32_dir(root / "fp32")
+
+
+def int8_target(**extra) -> Target:
+    return Target(name="cpu1-int8", runtime="onnxruntime", precision="int8", **FAST, **extra)
+
+
+def test_precision_defaults_to_fp32_and_is_part_of_the_table_settings():
+    fp32 = Target(name="a", runtime="onnxruntime")
+    assert fp32.precision == "fp32"
+    assert table_settings(fp32) != table_settings(int8_target())
+
+
+@pytest.mark.parametrize("runtime", ["torch", "macs", "params", "memory"])
+def test_int8_on_a_runtime_that_cannot_run_it_is_refused(runtime):
+    with pytest.raises(BespokeError, match="precision int8 needs runtime onnxruntime"):
+        targets_from_dicts([{"name": "x", "runtime": runtime, "precision": "int8"}])
+
+
+def test_sample_images_is_seeded_and_normalised(world):
+    from bespoke.data import load_dataset
+
+    splits = load_dataset(str(world[0]), resolution=16)
+    a, la = sample_images(splits.train, 5, seed=1, mean=(0.5,) * 3, std=(0.5,) * 3, what="x")
+    b, lb = sample_images(splits.train, 5, seed=1, mean=(0.5,) * 3, std=(0.5,) * 3, what="x")
+    assert a.shape == (5, 3, 16, 16) and a.dtype == np.float32 and a.min() >= -1 and a.max() <= 1
+    assert np.array_equal(a, b) and np.array_equal(la, lb)
+
+
+def test_quantized_graph_runs_and_sensitivity_names_fp32_nodes(world):
+    fp32 = (world[1] / "model.onnx").read_bytes()
+    images = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    for fmt in ("QDQ", "QOperator"):
+        graph = quantize_graph(fp32, PTQSettings(format=fmt), images)
+        assert graph != fp32 and predict(graph, images).shape == (8, 3)
+    ranked = rank_sensitive_nodes(fp32, PTQSettings(), images[:4])
+    import onnx
+
+    names = {n.name for n in onnx.load_from_string(prepare_graph(fp32)).graph.node}
+    assert ranked and set(ranked) <= names
+    excluded = quantize_graph(fp32, PTQSettings(nodes_excluded=tuple(ranked[:2])), images)
+    assert predict(excluded, images).shape == (8, 3)
+
+
+def test_quantize_model_dir_writes_a_verified_int8_dir_and_resumes(world, tmp_path):
+    data, source = world
+    out = tmp_path / "out"
+    targets = [Target(name="fp32-only", runtime="onnxruntime", **FAST), int8_target(budget="1.0x")]
+    written = quantize_model_dir(source, str(data), targets, out, calibration=8, search=SMALL)
+    assert list(written) == ["cpu1-int8"]
+    folder = written["cpu1-int8"]
+    card = read_card(folder)
+    q = card.quantization
+    assert card.precision == "int8" and q is not None and card.card_format == 2
+    assert q.format in ("QDQ", "QOperator") and q.calibration_images == 8 and "train split" in q.calibration_set
+    assert q.agreement >= q.agreement_threshold and card.accuracy == q.int8_accuracy
+    assert card.delivery is not None and card.delivery.target == "cpu1-int8" and card.delivery.readings
+    assert (folder / "model.safetensors").read_bytes() == (source / "model.safetensors").read_bytes()
+    assert (folder / "model.onnx").read_bytes() != (source / "model.onnx").read_bytes()
+    assert len(card.provenance["ptq"]["candidates"]) == 2
+    ModelCard.model_validate(json.loads((folder / "card.json").read_text()))  # round trip
+    before = (folder / "card.json").stat().st_mtime_ns
+    quantize_model_dir(source, str(data), targets, out, calibration=8, search=SMALL)
+    assert (folder / "card.json").stat().st_mtime_ns == before  # complete: skipped
+
+    # the commands that read model dirs: profile on onnxruntime works, re-export and torch are refused
+    profiled = profile_model_dir(folder, [Target(name="ort", runtime="onnxruntime", **FAST)])
+    assert "ort" in profiled.latency_ms
+    with pytest.raises(BespokeError, match="torch"):
+        profile_model_dir(folder, [Target(name="eager", runtime="torch", **FAST)])
+    rows = collect_cards(out)
+    assert [r.method for r in rows] == [f"finetune:{ARCH} int8"] and rows[0].accuracy == q.int8_accuracy
+    model, loaded = load_model_dir(folder)
+    with pytest.raises(BespokeError, match="not re-exported"):
+        save_model_dir(folder, model, loaded)
+
+
+def test_card_quantization_section_is_bounded_and_tied_to_precision(world):
+    card = read_card(world[1])
+    assert card.precision == "fp32" and card.quantization is None
+    data = card.model_dump(mode="json")
+    with pytest.raises(ValueError, match="quantization section"):
+        ModelCard.model_validate({**data, "precision": "int8"})
+    q = {"format": "QDQ", "weight_type": "uint8", "activation_type": "uint8", "per_channel": True,
+         "reduce_range": False, "calibration_method": "MinMax", "calibration_images": 8, "calibration_set": "x",
+         "agreement": 0.99, "agreement_threshold": 0.9}
+    ModelCard.model_validate({**data, "precision": "int8", "quantization": q})
+    for bad in ({"agreement": 1.5}, {"calibration_images": 0}, {"unknown": 1}):
+        with pytest.raises(ValueError):
+            ModelCard.model_validate({**data, "precision": "int8", "quantization": {**q, **bad}})
+
+
+def test_cli_quantize(world, tmp_path, capsys):
+    data, source = world
+    targets = tmp_path / "t.yaml"
+    targets.write_text("targets:\n  - {name: q, runtime: onnxruntime, precision: int8, warmup: 1, repeats: 10}\n")
+    code, out, err = run_cli(["quantize", str(source), "--data", str(data), "--targets", str(targets),
+                              "--out", str(tmp_path / "o"), "--calibration", "8"], capsys)
+    assert code == 0, err
+    assert read_card(tmp_path / "o" / "q").precision == "int8" and "agreement" in out
