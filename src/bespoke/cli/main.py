@@ -165,24 +165,28 @@ def quantize(
     test_limit: Annotated[int | None, typer.Option(help="stratified subset of N test images")] = None,
     agreement: Annotated[float, typer.Option(help="least share of test images where INT8 top-1 must equal fp32 "
                                                   "top-1; below it nothing is written")] = 0.9,
+    min_speedup: Annotated[float, typer.Option(help="least paired speed-up over the fp32 graph a setting needs to "
+                                                    "be delivered (0: any)")] = 1.1,
     seed: Annotated[int, typer.Option(help="seed for the splits and the image subsets")] = 0,
 ) -> None:
     """Post-training static quantization (onnxruntime) of a model directory for every int8 target.
 
     Tries QOperator and QDQ, uint8 and int8 weights (with and without reduce_range), MinMax, Percentile and Entropy
-    calibration; keeps the fastest (timed against the fp32 graph, paired, on the target's settings) within 0.5 point
-    of fp32 top-1 on held-out images, leaving the most sensitive nodes in fp32 if it still loses more than 0.3
-    point. Each INT8 directory keeps the fp32 weights, holds the INT8 graph as model.onnx, and its card records the
+    calibration; times each against the fp32 graph (paired, on the target's settings) and, among those at least
+    --min-speedup faster, keeps the fastest within 0.5 point of fp32 top-1 on held-out images, leaving the most
+    sensitive nodes in fp32 if it still loses more than 0.3 point. Each INT8 directory keeps the fp32 weights,
+    holds the INT8 graph as model.onnx, and its card records the
     settings, the calibration set, both accuracies and the top-1 agreement with fp32 on the test split. Example:
     bespoke quantize runs/lite0 --data fashion-mnist --targets int8.yaml
     """
+    from bespoke.cli.config import validate
     from bespoke.export import read_card
-    from bespoke.quantize import quantize_model_dir
+    from bespoke.quantize import PTQSearch, quantize_model_dir
     from bespoke.targets import load_targets
 
     written = quantize_model_dir(directory, data, load_targets(targets), out, calibration=calibration,
                                  selection=selection, test_limit=test_limit, seed=seed, agreement_threshold=agreement,
-                                 log=console.print)
+                                 search=validate(PTQSearch, {"min_speedup": min_speedup}), log=console.print)
     table = Table("target", "directory", "settings", "fp32 top-1", "int8 top-1", "agreement", "speed-up")
     for name, folder in written.items():
         card = read_card(folder)

@@ -1,9 +1,12 @@
 """Choosing how to quantize: every candidate setting scored on held-out images, then timed against the fp32 graph.
 
-Policy (:class:`PTQSearch`): keep the fastest candidate whose held-out top-1 is within ``tolerance`` of the fp32
-graph's (else the most accurate); if that one still loses more than ``exclude_above``, leave the nodes whose
-quantization adds the most noise in fp32 (ranked by :func:`rank_sensitive_nodes`), 1, 2, 4, ... of them, and keep
-the first that is within ``exclude_above`` (else the most accurate of all tried).
+Policy (:class:`PTQSearch`): every candidate is timed against the fp32 graph, and only those at least
+``min_speedup`` times faster compete (an INT8 graph slower than its fp32 twin is never delivered: QDQ graphs with
+uint8 weights can run several times slower on CPUs without VNNI). Among them, keep the fastest whose held-out
+top-1 is within ``tolerance`` of the fp32 graph's (else the most accurate); if that one still loses more than
+``exclude_above``, leave the nodes whose quantization adds the most noise in fp32 (ranked by
+:func:`rank_sensitive_nodes`), 1, 2, 4, ... of them, and keep the first that is within ``exclude_above`` and still
+fast enough (else the most accurate fast one of all tried).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import onnx
 from onnxruntime.quantization import qdq_loss_debug
 from pydantic import BaseModel, ConfigDict, Field
 
+from bespoke.errors import BespokeError
 from bespoke.quantize.calibrate import ImageReader
 from bespoke.quantize.ptq import (
     CalibrationName,
@@ -48,6 +52,8 @@ class PTQSearch(BaseModel):
     exclude_above: float = Field(0.003, ge=0, le=1, description="a pick losing more than this gets sensitive "
                                  "nodes left in fp32")
     max_excluded: int = Field(8, ge=0, le=1000, description="most nodes left in fp32")
+    min_speedup: float = Field(1.1, ge=0, le=100, description="a candidate must be at least this many times "
+                               "faster than the fp32 graph (paired timing) to be delivered; 0: any speed")
     sensitivity_images: int = Field(16, ge=1, le=10_000)
 
     def grid(self) -> list[PTQSettings]:
@@ -107,20 +113,24 @@ def rank_sensitive_nodes(fp32: bytes, settings: PTQSettings, images: np.ndarray)
 def choose_settings(fp32: bytes, calibration: np.ndarray, images: np.ndarray, labels: np.ndarray, target: Target,
                     search: PTQSearch, *, log: Callable[[str], None] = lambda _line: None,
                     step: Callable[[], None] = lambda: None) -> Choice:
-    """Quantize ``fp32`` in every setting of ``search``, score each on held-out ``images``, time the accurate ones
-    against ``fp32`` on ``target`` (paired), and pick by the module's policy. ``step`` is called per candidate."""
+    """Quantize ``fp32`` in every setting of ``search``, score each on held-out ``images``, time each against
+    ``fp32`` on ``target`` (paired), and pick by the module's policy. ``step`` is called per candidate."""
     fp32_acc = float((top1(predict(fp32, images)) == labels).mean())
     candidates = []
     for settings in search.grid():
-        graph = quantize_graph(fp32, settings, calibration)
-        candidates.append(Candidate(settings, graph, float((top1(predict(graph, images)) == labels).mean())))
-        log(f"[quantize] {settings.label}: held-out top-1 {candidates[-1].accuracy:.4f} (fp32 {fp32_acc:.4f})")
+        candidates.append(_candidate(fp32, settings, calibration, images, labels, target))
+        log(f"[quantize] {settings.label}: held-out top-1 {candidates[-1].accuracy:.4f} (fp32 {fp32_acc:.4f}), "
+            f"{candidates[-1].speedup:.2f}x fp32")
         step()
-    within = [c for c in candidates if fp32_acc - c.accuracy <= search.tolerance]
-    for c in within or [max(candidates, key=lambda c: c.accuracy)]:
-        _time(c, fp32, target)
+    fast = [c for c in candidates if (c.speedup or 0.0) >= search.min_speedup]
+    if not fast:
+        quickest = max(candidates, key=lambda c: c.speedup or 0.0)
+        raise BespokeError(f"no INT8 setting is at least {search.min_speedup:g}x faster than fp32 on target "
+                           f"{target.name} (best: {quickest.settings.label}, {quickest.speedup:.2f}x)",
+                           "deliver the fp32 model for this target, or try another runtime setting")
+    within = [c for c in fast if fp32_acc - c.accuracy <= search.tolerance]
     best = (max(within, key=lambda c: c.speedup or 0.0) if within
-            else max(candidates, key=lambda c: c.accuracy))
+            else max(fast, key=lambda c: c.accuracy))
     sensitivity = None
     if fp32_acc - best.accuracy > search.exclude_above and search.max_excluded:
         ranked = rank_sensitive_nodes(fp32, best.settings, images[: search.sensitivity_images])
@@ -130,18 +140,26 @@ def choose_settings(fp32: bytes, calibration: np.ndarray, images: np.ndarray, la
         k = 1
         while k <= min(search.max_excluded, len(ranked)):
             settings = best.settings.model_copy(update={"nodes_excluded": tuple(ranked[:k])})
-            graph = quantize_graph(fp32, settings, calibration)
-            tried.append(Candidate(settings, graph, float((top1(predict(graph, images)) == labels).mean())))
+            tried.append(_candidate(fp32, settings, calibration, images, labels, target))
             candidates.append(tried[-1])
-            log(f"[quantize] {settings.label}: held-out top-1 {tried[-1].accuracy:.4f}")
+            log(f"[quantize] {settings.label}: held-out top-1 {tried[-1].accuracy:.4f}, "
+                f"{tried[-1].speedup:.2f}x fp32")
             if fp32_acc - tried[-1].accuracy <= search.exclude_above:
                 break
             k *= 2
-        ok = [c for c in tried if fp32_acc - c.accuracy <= search.exclude_above]
-        best = ok[-1] if ok else max(tried, key=lambda c: c.accuracy)
-        if best.speedup is None:
-            _time(best, fp32, target)
+        usable = [c for c in tried if (c.speedup or 0.0) >= search.min_speedup]
+        ok = [c for c in usable if fp32_acc - c.accuracy <= search.exclude_above]
+        best = ok[-1] if ok else max(usable, key=lambda c: c.accuracy)
     return Choice(best, fp32_acc, [c.row() for c in candidates], sensitivity)
+
+
+def _candidate(fp32: bytes, settings: PTQSettings, calibration: np.ndarray, images: np.ndarray,
+               labels: np.ndarray, target: Target) -> Candidate:
+    """``settings`` applied: the graph, its held-out top-1 and its paired speed-up over ``fp32``."""
+    graph = quantize_graph(fp32, settings, calibration)
+    candidate = Candidate(settings, graph, float((top1(predict(graph, images)) == labels).mean()))
+    _time(candidate, fp32, target)
+    return candidate
 
 
 def _time(candidate: Candidate, fp32: bytes, target: Target) -> None:
