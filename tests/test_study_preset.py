@@ -5,7 +5,6 @@ cards with a typed delivery section, and a rerun skips every finished stage."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -65,10 +64,7 @@ def test_extract_refuses_a_trained_supernet_job(tmp_path: Path) -> None:
 @pytest.mark.integration
 @needs_fashion
 def test_study_smoke_runs_every_stage_and_resumes(tmp_path: Path) -> None:
-    start = time.perf_counter()
     first = run_bench("tofa-study", tmp_path, smoke=True, log=lambda _: None)
-    first_s = time.perf_counter() - start
-    assert first_s < 300, f"smoke run took {first_s:.0f} s"  # a runaway guard: about a minute on 2 idle cores
     for stage in STAGES:
         assert first.engines[stage]["status"] == "done", (stage, first.engines[stage])
     assert first.engines["bespoke"]["status"] == "not run"
@@ -101,10 +97,8 @@ def test_study_smoke_runs_every_stage_and_resumes(tmp_path: Path) -> None:
     assert costs["tofa-sweep"]["targets_measured"] == 2
     assert "## Cost of K targets" in (tmp_path / "results.md").read_text()
 
-    start = time.perf_counter()
     again = run_bench("tofa-study", tmp_path, smoke=True, log=lambda _: None)
     assert {r.name: r.status for r in again.records if r.role == "one-off"} == {
         "teacher": "skipped", "teacher-labelled": "skipped", **dict.fromkeys(STAGES, "skipped")}
     before = {r.path: r.to_dict() for r in first.rows}
     assert {r.path: r.to_dict() for r in again.rows} == before  # nothing re-measured
-    assert time.perf_counter() - start < 60
