@@ -151,12 +151,12 @@ def _fmt(rec: dict[str, Any] | None) -> str:
 def _markdown(results: dict[str, Any]) -> str:
     rows = ["| arch | finetune | house | search (MACs / budget) | supernet (MACs / budget) | note |",
             "|---|---|---|---|---|---|"]
-    for label, *_ in ARCHS:
+    for label, _, _, inverted in ARCHS:
         r = results["archs"].get(label, {})
         sn = r.get("supernet_select") or r.get("supernet_train")
         notes = [f"{k}: {v['error']}" for k, v in r.items() if isinstance(v, dict) and v.get("error")]
         rows.append(f"| {label} | {_fmt(r.get('finetune'))} | {_fmt(r.get('house'))} | {_fmt(r.get('search'))} | "
-                    f"{_fmt(sn) if sn else 'n/a'} | {'; '.join(notes).replace('|', '/')} |")
+                    f"{_fmt(sn) if inverted else 'n/a'} | {'; '.join(notes).replace('|', '/')} |")
     t = results.get("resnet18_house_size8")
     timed = (f"resnet18 `house build --size 8` (default --distill-steps 200, {RESOLUTION} px, 2 shared cores): "
              f"{t['wall_s']:.0f} s wall, {t.get('cpu_s', 0):.0f} CPU-s, "
