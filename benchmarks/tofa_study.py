@@ -53,6 +53,7 @@ from typing import Any
 from bespoke.baselines import TrainData, finetune_donor
 from bespoke.bench.preset import load_preset
 from bespoke.bench.results import machine_info
+from bespoke.cost import CostTable
 from bespoke.data import split_labelled
 from bespoke.errors import BespokeError
 from bespoke.export import CARD, ModelCard, load_model_dir, read_card, save_model_dir, update_card
@@ -539,9 +540,9 @@ def table_info(supernet: Path) -> dict[str, Any]:
     tables = sorted((supernet / "latency").glob("*.json"))
     if not tables:
         return {}
-    t = json.loads(tables[0].read_text())
-    return {"cpu_s": float(t["info"].get("cpu_s", 0.0)), "parts": t["info"].get("n_parts"),
-            "calibration_mape": t["info"].get("calibration_mape"), "largest_subnet_ms": t.get("reference")}
+    t = CostTable.model_validate_json(tables[0].read_text())
+    return {"cpu_s": round(t.cost_cpu_s, 1), "parts": len(t.parts), "loo_max_abs": t.loo.max_abs,
+            "largest_subnet_ms": t.reference}
 
 
 def choice_rows(selection: dict[str, Any], factors: dict[str, float]) -> list[dict[str, Any]]:
@@ -942,7 +943,7 @@ def md_predictor(doc: dict[str, Any]) -> list[str]:
               "BN recalibration, evaluation, export, measurement) then takes "
               f"{fmt(st['per_target_cpu_s_median'], '.1f')} CPU-s (median) and "
               f"{fmt(st['per_target_wall_s'], '.1f')} s wall per target in the sweep. Latency "
-              f"table: {ct.get('parts')} parts, calibration MAPE {fmt(ct.get('calibration_mape'), '.3f')}, "
+              f"table: {ct.get('parts')} parts, leave-one-out max |rel err| {fmt(ct.get('loo_max_abs'), '.3f')}, "
               f"{fmt(ct.get('cpu_s'), '.0f')} CPU-s, measured once and shared by the three supernets (same shapes; "
               "each method's cost still counts it).", ""]
     return lines

@@ -18,7 +18,7 @@ from bespoke.house import House
 from bespoke.search.annealing import AnnealConfig, Candidate, Problem, anneal
 from bespoke.search.data import held_out, house_splits, validation_split
 from bespoke.search.estimator import AccuracyEstimator
-from bespoke.search.latency import LatencyTable, build_latency_table, measure_student
+from bespoke.search.latency import HouseCosts, build_latency_table, measure_student
 from bespoke.targets import Target
 from bespoke.train import cpu_seconds
 
@@ -51,21 +51,22 @@ class TargetSearch:
         return cls(**data)
 
 
-def make_problem(house: House, table: LatencyTable) -> Problem:
+def make_problem(house: House, table: HouseCosts) -> Problem:
     """The search space of ``house`` priced by ``table``: every finished alternative."""
     cands = []
+    values = table.alternatives
     for entry in house.entries("done"):
-        if entry.id not in table.alternatives:
+        if entry.id not in values:
             continue
         single = entry.metrics.get("val_accuracy")
-        cands.append(Candidate(entry.id, entry.recipe.span[0], entry.recipe.span[1], table.alternatives[entry.id],
-                               float(single) if single is not None else None,
-                               table.alternative_params.get(entry.id, 0)))
-    if not table.calibrated:
-        return Problem(list(table.segments), cands, table.overhead, table.aggregate)
-    slope, intercept = table.line()  # fitted once: the search evaluates costs thousands of times
-    return Problem(list(table.segments), cands, table.overhead, table.aggregate,
-                   whole=lambda parts: slope * parts + intercept)
+        cands.append(Candidate(entry.id, entry.recipe.span[0], entry.recipe.span[1], values[entry.id],
+                               float(single) if single is not None else None, int(entry.metrics.get("params", 0))))
+    slope, intercept = table.table.line  # read once: the search evaluates costs thousands of times
+    segments = table.segments
+    overhead = table.teacher - table.table.combine(segments)
+    if table.aggregate == "max":
+        return Problem(segments, cands, overhead, table.aggregate)
+    return Problem(segments, cands, overhead, table.aggregate, whole=lambda parts: slope * parts + intercept)
 
 
 def search_target(house: House, target: Target, *, data: DataSplits | str | None = None,
@@ -116,9 +117,11 @@ def search_target(house: House, target: Target, *, data: DataSplits | str | None
         rounds.append(entry)
         measured = entry["predicted"]
         if checking:  # the measurement becomes a calibration point: the next prediction is corrected by it
-            measured, now, teacher_now = measure_student(house, table, target, spans, estimator.modules)
+            measured, now, teacher_now = measure_student(house, table, target, spans, estimator.modules,
+                                                         source="delivered")
             entry.update({"measured": now, "teacher_measured": teacher_now, "measured_on_table_scale": measured,
-                          "prediction_error": (entry["predicted"] - measured) / measured})
+                          "prediction_error": (entry["predicted"] - measured) / measured,
+                          "loo_max_abs": table.table.loo.max_abs})
         if bracket.record(Attempt(key, limit, entry["predicted"], measured, result.accuracy, entry)):
             break
     if bracket.best is None:

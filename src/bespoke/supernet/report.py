@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bespoke.supernet.efficiency import CostTable
+from bespoke.supernet.efficiency import SubnetCosts
 from bespoke.supernet.space import SearchSpace, SubnetConfig
 from bespoke.supernet.store import SupernetMeta
 from bespoke.utils.atomic import atomic_path, write_text
@@ -20,7 +20,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def write_pareto(path: Path, rows: Sequence[dict[str, Any]], tables: dict[str, CostTable],
+def write_pareto(path: Path, rows: Sequence[dict[str, Any]], tables: dict[str, SubnetCosts],
                  samples: Sequence[tuple[SubnetConfig, float]], space: SearchSpace) -> None:
     """Predicted cost vs val accuracy of the predictor's subnets, and the delivered subnets (measured, test)."""
     import matplotlib
@@ -35,7 +35,7 @@ def write_pareto(path: Path, rows: Sequence[dict[str, Any]], tables: dict[str, C
     for ax, chosen in zip(axes[0], by_table.values(), strict=True):
         table = tables[chosen[0]["target"]]
         if samples:
-            cost = table.predict([c for c, _ in samples], space.stage_lengths)
+            cost = table.predict([c for c, _ in samples])
             ax.scatter(cost, [a for _, a in samples], s=10, c="0.6", label="sampled subnets (pred. cost, val acc)")
         for row in chosen:
             ax.scatter([row["measured_cost"]], [row["accuracy"]], marker="*", s=180, zorder=3,
@@ -53,7 +53,7 @@ def write_pareto(path: Path, rows: Sequence[dict[str, Any]], tables: dict[str, C
 
 
 def write_report(out: Path, rows: Sequence[dict[str, Any]], *, predictor: dict[str, Any], meta: SupernetMeta,
-                 tables: dict[str, CostTable], samples: Sequence[tuple[SubnetConfig, float]],
+                 tables: dict[str, SubnetCosts], samples: Sequence[tuple[SubnetConfig, float]],
                  space: SearchSpace, failed: dict[str, str] | None = None) -> None:
     """Markdown summary: supernet, predictor quality, one row per target, costs; plus the Pareto plot."""
     job = meta.job.get("train", {})
@@ -86,8 +86,7 @@ def write_report(out: Path, rows: Sequence[dict[str, Any]], *, predictor: dict[s
         lines.append(f"| {name} | infeasible: {why} |" + " |" * 12)
     lines += ["", "## Cost tables", ""]
     for sig, table in {t.signature: t for t in tables.values()}.items():
-        lines.append(f"- `{sig}`: {table.info.get('n_parts')} parts, calibration scale {table.scale:.3f} offset "
-                     f"{table.offset:.4g} {table.unit}, calibration MAPE {_fmt(table.info.get('calibration_mape'))}, "
+        lines.append(f"- `{sig}`: {table.info.get('n_parts')} parts, {table.table.error_line()}, "
                      f"reference (largest subnet) {_fmt(table.reference)} {table.unit}, "
                      f"{table.info.get('cpu_s', 0):.0f} CPU-s (once per measurement setting)")
     lines += ["", "Search time per target once the predictor and tables exist: "
