@@ -42,6 +42,7 @@ class TargetSearch:
     seconds: float = 0.0
     cpu_s: float = 0.0
     evaluations: int = 0
+    loo_max_abs: float | None = None  # the cost table's leave-one-out error when the pick was predicted
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -137,7 +138,8 @@ def search_target(house: House, target: Target, *, data: DataSplits | str | None
                         measured=entry.get("measured"), accuracy_estimate=accuracy,
                         teacher_accuracy_estimate=estimator.teacher.accuracy, teacher_value=table.teacher,
                         teacher_measured=entry.get("teacher_measured"), rounds=rounds,
-                        seconds=time.perf_counter() - started, cpu_s=cpu_seconds() - cpu0, evaluations=evaluations)
+                        seconds=time.perf_counter() - started, cpu_s=cpu_seconds() - cpu0, evaluations=evaluations,
+                        loo_max_abs=table.table.loo.max_abs)
 
 
 def _estimator(house: House, problem: Problem, data: DataSplits | str | None, eval_images: int
