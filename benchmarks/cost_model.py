@@ -3,7 +3,7 @@ not depend on trained weights.
 
     .venv/bin/python benchmarks/cost_model.py [--out runs/cost-model] [--house-size 12] [--calibration 10]
 
-The reference teacher architecture (EfficientNet-Lite2 from the zoo, 64 px, 10 classes, random init):
+The reference teacher architecture (EfficientNet-Lite2 from the zoo with its ImageNet weights, 64 px, 10 classes):
 
 * (a) TOFA: converted to a supernet (``build_supernet``), its cost table on ``ort1`` (onnxruntime, 1 thread,
   batch 1; ``build_cost_table``), then per target (0.7x / 0.5x / 0.35x of the largest subnet) evolutionary search
@@ -47,8 +47,12 @@ def targets() -> list[Target]:
 
 
 def teacher() -> torch.nn.Module:
+    """ImageNet weights (offline, quick to load), a fresh 10-class head. Latency does not depend on the weights'
+    values as long as activations stay normal floats: in a randomly initialised network they can decay into
+    subnormal numbers deep down, which CPUs compute many times slower, and whole-model timings stop being a
+    function of the architecture."""
     torch.manual_seed(0)
-    return create_model(TEACHER, pretrained=False, num_classes=CLASSES, resolution=RESOLUTION).eval()
+    return create_model(TEACHER, pretrained=True, num_classes=CLASSES, resolution=RESOLUTION).eval()
 
 
 def row(engine: str, target: Target, budget: float, predicted: float, measured: float, attempts: int,
