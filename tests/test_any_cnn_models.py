@@ -117,9 +117,9 @@ def test_squeeze_excite_subnet_rebuilds_from_its_model_directory(tmp_path) -> No
     x = torch.randn(2, 3, cfg.resolution, cfg.resolution)
     with torch.no_grad():
         assert torch.allclose(loaded(x), sub(x), atol=1e-6)
-    parts, _, heads = enumerate_parts(net.spec, net.space, 1)
-    assert any("_se" in key for key, _, _ in parts)
-    head = dict((key, module) for key, module, _ in parts)[heads[str(RES)]]
+    layout = enumerate_parts(net.spec, net.space, 1)
+    assert any("_se" in key for key in layout.parts)
+    head = layout.parts[layout.heads[RES]][0]()
     assert head.fc is not None  # the pooled linear layer is costed with the head
 
 

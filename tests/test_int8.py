@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bespoke.cost import table_settings
 from bespoke.errors import BespokeError
 from bespoke.export import ModelCard, load_model_dir, read_card, save_model_dir, zoo_arch_config
 from bespoke.pipeline import profile_model_dir
@@ -15,7 +16,6 @@ from bespoke.quantize import PTQSearch, PTQSettings, predict, quantize_graph, qu
 from bespoke.quantize.choose import rank_sensitive_nodes
 from bespoke.quantize.ptq import prepare_graph
 from bespoke.report.rows import collect_cards
-from bespoke.search.latency import table_settings
 from bespoke.targets import Target, targets_from_dicts
 from bespoke.zoo import create_model
 from tests.test_cli import run_cli

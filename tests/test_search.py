@@ -11,12 +11,13 @@ import torch
 from torch import nn
 
 import bespoke.search.build as build_module
+from bespoke.cost import CostTable
 from bespoke.errors import BespokeError
 from bespoke.export import load_model_dir, read_card
 from bespoke.search import (
     AnnealConfig,
     Candidate,
-    LatencyTable,
+    HouseCosts,
     Problem,
     anneal,
     build_house,
@@ -107,30 +108,37 @@ def test_knapsack_start_is_feasible_and_near_optimal_under_the_additive_model():
     assert knapsack_initial(problem, problem.overhead * 0.5, 0.9) is None
 
 
-def test_latency_table_prediction():
-    table = LatencyTable(settings={}, unit="ms", teacher=10.0, segments=[2.0, 3.0, 4.0], alternatives={"a": 1.0})
-    assert table.overhead == pytest.approx(1.0)
+def house_costs(tmp_path, teacher: float, segments: list[float], alternatives: dict[str, float],
+                aggregate: str = "sum") -> HouseCosts:
+    """A house's view of a hand-made shared cost table (teacher as the reference point)."""
+    keys = [f"seg{i}" for i in range(len(segments))]
+    table = CostTable(settings={}, unit="ms" if aggregate == "sum" else "bytes", aggregate=aggregate,
+                      reference=teacher, parts={**dict(zip(keys, segments, strict=True)), **alternatives})
+    table.set_reference("teacher", keys)
+    return HouseCosts(table, keys, {a: a for a in alternatives}, tmp_path)
+
+
+def test_latency_table_prediction(tmp_path):
+    table = house_costs(tmp_path, 10.0, [2.0, 3.0, 4.0], {"a": 1.0})
+    assert table.table.line == (1.0, pytest.approx(1.0))
     assert table.predict({}) == pytest.approx(10.0)
     assert table.predict({"a": (0, 2)}) == pytest.approx(1.0 + 4.0 + 1.0)
-    peak = LatencyTable(settings={}, unit="bytes", aggregate="max", teacher=5.0, segments=[2.0, 5.0],
-                        alternatives={"a": 1.0})
+    peak = house_costs(tmp_path, 5.0, [2.0, 5.0], {"a": 1.0}, aggregate="max")
     assert peak.predict({"a": (1, 2)}) == pytest.approx(2.0)
 
 
-def test_calibrated_whole_model_line_through_teacher_and_students():
-    table = LatencyTable(settings={}, unit="ms", teacher=12.0, segments=[3.0, 3.0, 2.0], segment_params=[40, 40, 20],
-                         alternatives={"a": 0.5, "b": 1.0}, alternative_params={"a": 5, "b": 10})
-    assert not table.calibrated and table.line() == (1.0, pytest.approx(4.0))  # teacher: parts 8 + overhead 4
+def test_calibrated_whole_model_line_through_teacher_and_students(tmp_path):
+    table = house_costs(tmp_path, 12.0, [3.0, 3.0, 2.0], {"a": 0.5, "b": 1.0})
+    assert table.table.line == (1.0, pytest.approx(4.0))  # teacher: parts 8 + overhead 4
     table.add_calibration({"a": (0, 2)}, measured=3.75)  # parts 0.5 + 2.0 = 2.5: on the line 1.5 x parts
     table.add_calibration({"b": (2, 3)}, measured=10.5)  # parts 7.0: on the line too
     table.add_calibration({"a": (0, 1)}, measured=8.25)  # parts 0.5 + 3.0 + 2.0 = 5.5: on the line too
     table.add_calibration({"a": (0, 2), "b": (2, 3)}, measured=9.0)  # parts 1.5: one odd point
-    assert table.calibrated
-    slope, intercept = table.line()
+    slope, intercept = table.table.line
     assert slope == pytest.approx(1.5) and intercept == pytest.approx(0.0)  # Theil-Sen: the odd point is ignored
     assert table.predict({}) == pytest.approx(12.0) and table.predict({"a": (0, 2)}) == pytest.approx(3.75)
     problem = Problem(table.segments, [Candidate("a", 0, 2, 0.5, 0.8, 5), Candidate("b", 2, 3, 1.0, 0.8, 10)],
-                      table.overhead, whole=table.whole)
+                      4.0, whole=table.table.whole)
     assert problem.cost(["a"]) == pytest.approx(table.predict({"a": (0, 2)}))
     lowest, cheapest = problem.cheapest()
     assert lowest == pytest.approx(problem.cost(cheapest)) and cheapest == {"a", "b"}

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from bespoke.cost import CostTable
 from bespoke.delivery import next_limit
 from bespoke.errors import BespokeError, DivergenceError
 from bespoke.export import ModelCard, load_model_dir, read_card, save_model_dir
 from bespoke.supernet import (
-    CostTable,
     ResizedSource,
     SelectConfig,
+    SubnetCosts,
     SupernetJob,
     SupernetTrainConfig,
     build_supernet,
@@ -215,23 +216,23 @@ def test_sample_collection_resumes_and_counts_the_cost_of_every_attempt(tmp_path
     assert carried == pytest.approx(sum(row["cpu_s"] for row in first))
 
 
-def _synthetic_table(net) -> CostTable:
+def _synthetic_table(net, tmp_path) -> SubnetCosts:
     """Random positive part costs, larger for wider/bigger parts (a stand-in for a measured latency table)."""
-    parts, positions, heads = enumerate_parts(net.spec, net.space, 1)
+    layout = enumerate_parts(net.spec, net.space, 1)
     rng = np.random.default_rng(0)
-    values = {key: float(np.prod(shape) * 1e-4 * rng.uniform(0.8, 1.2)) for key, _, shape in parts}
-    return CostTable("synthetic", "ms", "sum", values, positions, info={"heads": heads})
+    values = {key: float(np.prod(shape) * 1e-4 * rng.uniform(0.8, 1.2)) for key, (_, shape) in layout.parts.items()}
+    table = CostTable(settings={}, unit="ms", parts=values, call_overhead=0.01)
+    return SubnetCosts(table, layout, list(net.space.stage_lengths), tmp_path, "synthetic")
 
 
-def test_evolution_respects_the_budget_and_fails_loudly_when_infeasible() -> None:
+def test_evolution_respects_the_budget_and_fails_loudly_when_infeasible(tmp_path) -> None:
     net = build_supernet(tiny_efficientnet(), 32)
-    table = _synthetic_table(net)
-    lengths = net.space.stage_lengths
+    table = _synthetic_table(net, tmp_path)
     cost = table.genome_cost(net.space)
     cfgs = [net.space.sample(np.random.default_rng(s)) for s in range(10)]
-    assert np.allclose(cost(GenomeLayout(net.space).encode_many(cfgs)), table.predict(cfgs, lengths))
-    largest = table.predict([net.space.largest()], lengths)[0]
-    floor = table.predict([net.space.smallest()], lengths)[0]
+    assert np.allclose(cost(GenomeLayout(net.space).encode_many(cfgs)), table.predict(cfgs))
+    largest = table.predict([net.space.largest()])[0]
+    floor = table.predict([net.space.smallest()])[0]
     encoder = ArchEncoder(net.space)
 
     def bigger_is_better(genomes: np.ndarray) -> np.ndarray:
@@ -240,7 +241,7 @@ def test_evolution_respects_the_budget_and_fails_loudly_when_infeasible() -> Non
     for frac in (0.5, 0.8):
         budget = floor + frac * (largest - floor)
         res = evolve(net.space, fitness=bigger_is_better, cost=cost, budget=budget, population=24, generations=8)
-        assert table.predict([res.best], lengths)[0] <= budget
+        assert table.predict([res.best])[0] <= budget
         assert res.cost <= budget and res.cost > floor
     with pytest.raises(InfeasibleBudget, match="smallest subnet costs") as info:
         evolve(net.space, fitness=bigger_is_better, cost=cost, budget=floor * 0.9, unit="ms")

@@ -14,10 +14,10 @@ from bespoke.baselines import BudgetInfo, Teacher, finetune_donor, prune_and_dis
 from bespoke.bench.context import TEACHER, TEACHER_LABELLED, BenchContext
 from bespoke.bench.measuring import REFERENCE_TRIES, measure_model_dir, measure_record, measurement_targets
 from bespoke.bench.stages import StageLedger, StageRecord, run_model_stage
+from bespoke.delivery import Reference, measure_against
 from bespoke.errors import BespokeError
-from bespoke.export import ONNX, ModelCard, load_model_dir
-from bespoke.targets import Target, export_onnx_bytes, measure, measure_paired
-from bespoke.targets.measure import image_shape
+from bespoke.export import ModelCard, load_model_dir
+from bespoke.targets import Target, measure
 
 
 def _measured(ctx: BenchContext, record: StageRecord) -> StageRecord:
@@ -133,13 +133,13 @@ def pruned_stages(ctx: BenchContext, ledger: StageLedger) -> list[StageRecord]:
 
 def _pruned_maker(ctx: BenchContext, get_teacher: Callable[[], Teacher], target: Target, labelled_only: bool,
                   method: str, directory: Path) -> Callable[[], ModelCard]:
+    reference: list[Reference] = []  # the teacher, exported once when the first candidate is measured
+
     def measure_value(model: nn.Module) -> float:
-        """The candidate's value; latency is timed alongside the teacher, on the scale the budget was set on."""
-        if target.runtime != "onnxruntime":
-            return measure(model, target, ctx.resolution).value
-        candidate = export_onnx_bytes(model, image_shape(target.batch, ctx.resolution), dynamic_batch=True)
-        return measure_paired(candidate, ctx.teacher_dirs[TEACHER] / ONNX, target,
-                              reference_value=ctx.references[target.name]).value
+        """The candidate measured as a delivered model is: against the teacher, on the scale the budget was set on."""
+        if not reference:
+            reference.append(Reference(get_teacher().model, ctx.resolution, ctx.references.get(target.name)))
+        return measure_against(model, reference[0], target, ctx.resolution)[0].value
 
     def make() -> ModelCard:
         budget = BudgetInfo(target=target.name, text=str(target.budget), value=ctx.budgets[target.name],

@@ -6,7 +6,7 @@ Layout of ``HOUSE/``::
     teacher.safetensors         the teacher's weights
     index.json                  every alternative: recipe, status, provenance, metrics (atomic, see index.py)
     alternatives/<id>.safetensors   trained weights of each finished alternative
-    latency/<target>.json       per-target latency tables (bespoke.search)
+    latency/<cache_key>.json    cost tables, one per measurement setting (bespoke.cost)
 
 An alternative is rebuilt from its JSON recipe (structure) and its safetensors file (weights); nothing is pickled.
 """

@@ -18,8 +18,7 @@ from bespoke.search.build import DEFAULT_DONORS, build_house, distill_pending
 from bespoke.search.deliver import deliver, retrain_student, run_block_engine, search_and_deliver
 from bespoke.search.estimator import AccuracyEstimator, Estimate
 from bespoke.search.job import DEFAULT_RETRAIN, BlockJob, HouseSettings, SearchSettings, retrain_recipe
-from bespoke.search.latency import LatencyTable, build_latency_table, export_house_parts, load_table
-from bespoke.search.measure import measure_call_overhead, measure_part, measure_whole
+from bespoke.search.latency import HouseCosts, build_latency_table, export_house_parts
 from bespoke.search.select import TargetSearch, make_problem, search_target
 
 __all__ = [
@@ -30,8 +29,8 @@ __all__ = [
     "BlockJob",
     "Candidate",
     "Estimate",
+    "HouseCosts",
     "HouseSettings",
-    "LatencyTable",
     "Problem",
     "SearchResult",
     "SearchSettings",
@@ -43,11 +42,7 @@ __all__ = [
     "deliver",
     "distill_pending",
     "export_house_parts",
-    "load_table",
     "make_problem",
-    "measure_call_overhead",
-    "measure_part",
-    "measure_whole",
     "retrain_recipe",
     "retrain_student",
     "run_block_engine",

@@ -116,8 +116,9 @@ def search_and_deliver(house: House | str | Path, targets: Sequence[Target] | st
                 missed[target.name] = exc.message
                 continue
             write_json(search_file, search.to_dict())
-        log.info("target %s: %d alternatives, predicted %.4g %s (budget %.4g)", target.name,
-                 len(search.alternatives), search.predicted, search.unit, search.budget_resolved)
+        log.info("target %s: %d alternatives, predicted %.4g %s (budget %.4g; cost table leave-one-out error max %s)",
+                 target.name, len(search.alternatives), search.predicted, search.unit, search.budget_resolved,
+                 "-" if search.loo_max_abs is None else f"{100 * search.loo_max_abs:.1f} %")
         student, result = retrain_student(house, search.alternatives, data=splits, out_dir=work, config=retrain)
         costs = {"search": search.cpu_s, "retrain": result.cpu_s,
                  f"{SHARED_COST_PREFIX}house": float(sum(house.index.cost_cpu_s.values()))}

@@ -18,7 +18,7 @@ from bespoke.house import House
 from bespoke.search.annealing import AnnealConfig, Candidate, Problem, anneal
 from bespoke.search.data import held_out, house_splits, validation_split
 from bespoke.search.estimator import AccuracyEstimator
-from bespoke.search.latency import LatencyTable, build_latency_table, measure_student
+from bespoke.search.latency import HouseCosts, build_latency_table, measure_student
 from bespoke.targets import Target
 from bespoke.train import cpu_seconds
 
@@ -42,6 +42,7 @@ class TargetSearch:
     seconds: float = 0.0
     cpu_s: float = 0.0
     evaluations: int = 0
+    loo_max_abs: float | None = None  # the cost table's leave-one-out error when the pick was predicted
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -51,21 +52,22 @@ class TargetSearch:
         return cls(**data)
 
 
-def make_problem(house: House, table: LatencyTable) -> Problem:
+def make_problem(house: House, table: HouseCosts) -> Problem:
     """The search space of ``house`` priced by ``table``: every finished alternative."""
     cands = []
+    values = table.alternatives
     for entry in house.entries("done"):
-        if entry.id not in table.alternatives:
+        if entry.id not in values:
             continue
         single = entry.metrics.get("val_accuracy")
-        cands.append(Candidate(entry.id, entry.recipe.span[0], entry.recipe.span[1], table.alternatives[entry.id],
-                               float(single) if single is not None else None,
-                               table.alternative_params.get(entry.id, 0)))
-    if not table.calibrated:
-        return Problem(list(table.segments), cands, table.overhead, table.aggregate)
-    slope, intercept = table.line()  # fitted once: the search evaluates costs thousands of times
-    return Problem(list(table.segments), cands, table.overhead, table.aggregate,
-                   whole=lambda parts: slope * parts + intercept)
+        cands.append(Candidate(entry.id, entry.recipe.span[0], entry.recipe.span[1], values[entry.id],
+                               float(single) if single is not None else None, int(entry.metrics.get("params", 0))))
+    slope, intercept = table.table.line  # read once: the search evaluates costs thousands of times
+    segments = table.segments
+    overhead = table.teacher - table.table.combine(segments)
+    if table.aggregate == "max":
+        return Problem(segments, cands, overhead, table.aggregate)
+    return Problem(segments, cands, overhead, table.aggregate, whole=lambda parts: slope * parts + intercept)
 
 
 def search_target(house: House, target: Target, *, data: DataSplits | str | None = None,
@@ -120,9 +122,11 @@ def search_target(house: House, target: Target, *, data: DataSplits | str | None
             return entry["predicted"]
         # the measurement becomes a calibration point: the next prediction is corrected by it
         spans = {a: problem.by_id[a].span for a in entry["alternatives"]}
-        measured, now, teacher_now = measure_student(house, table, target, spans, estimator.modules)
+        measured, now, teacher_now = measure_student(house, table, target, spans, estimator.modules,
+                                                     source="delivered")
         entry.update({"measured": now, "teacher_measured": teacher_now, "measured_on_table_scale": measured,
-                      "prediction_error": (entry["predicted"] - measured) / measured})
+                      "prediction_error": (entry["predicted"] - measured) / measured,
+                      "loo_max_abs": table.table.loo.max_abs})
         return measured
 
     retry_to_budget(bracket, propose, measure)
@@ -139,7 +143,8 @@ def search_target(house: House, target: Target, *, data: DataSplits | str | None
                         measured=entry.get("measured"), accuracy_estimate=accuracy,
                         teacher_accuracy_estimate=estimator.teacher.accuracy, teacher_value=table.teacher,
                         teacher_measured=entry.get("teacher_measured"), rounds=rounds,
-                        seconds=time.perf_counter() - started, cpu_s=cpu_seconds() - cpu0, evaluations=evaluations)
+                        seconds=time.perf_counter() - started, cpu_s=cpu_seconds() - cpu0, evaluations=evaluations,
+                        loo_max_abs=table.table.loo.max_abs)
 
 
 def _estimator(house: House, problem: Problem, data: DataSplits | str | None, eval_images: int

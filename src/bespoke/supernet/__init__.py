@@ -14,7 +14,7 @@ from bespoke.supernet.build import build_supernet, convert, to_static
 from bespoke.supernet.calibrate import recalibrate_bn
 from bespoke.supernet.config import SelectConfig, SupernetJob, SupernetTrainConfig
 from bespoke.supernet.data import DataSource, ResizedSource, SpecSource
-from bespoke.supernet.efficiency import CostTable, build_cost_table
+from bespoke.supernet.efficiency import SubnetCosts, build_cost_table
 from bespoke.supernet.elastic import ElasticNet
 from bespoke.supernet.evolution import EvolutionResult, evolve
 from bespoke.supernet.extract import BUILDER, build_subnet, extract_subnet, subnet_arch_config
@@ -42,7 +42,6 @@ __all__ = [
     "BlockConfig",
     "BlockSpec",
     "ConvSpec",
-    "CostTable",
     "DataSource",
     "ElasticNet",
     "EvolutionResult",
@@ -57,6 +56,7 @@ __all__ = [
     "StageChoices",
     "StaticNet",
     "SubnetConfig",
+    "SubnetCosts",
     "SupernetJob",
     "SupernetMeta",
     "SupernetResult",

@@ -72,7 +72,8 @@ class SelectConfig(BaseModel):
     generations: int = Field(30, ge=1)
     mutate_prob: float = Field(0.1, gt=0, le=1)
     parent_fraction: float = Field(0.25, gt=0, le=1)
-    calibration_subnets: int = Field(6, ge=2, description="whole subnets measured to calibrate a latency table")
+    calibration_subnets: int = Field(10, ge=2, description="whole subnets, spread over the predicted cost range, "
+                                     "measured to calibrate a latency table")
     budget_margin: float = Field(0.03, ge=0, lt=0.5, description="search under (1 - margin) x budget")
     budget_retries: int = Field(3, ge=0, description="extra searches steered by the measurement after export: "
                                 "tighter after a miss, looser after a pick that leaves too much budget unused")

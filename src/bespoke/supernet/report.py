@@ -9,6 +9,7 @@ from typing import Any
 
 from bespoke.export import read_card
 from bespoke.report import markdown_table, row_from_card, write_report
+from bespoke.supernet.efficiency import SubnetCosts
 from bespoke.supernet.space import SubnetConfig
 from bespoke.supernet.store import SupernetMeta
 
@@ -27,7 +28,8 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def selection_sections(choices: Sequence[dict[str, Any]], *, predictor: Mapping[str, Any], meta: SupernetMeta,
-                       failed: Mapping[str, str] | None = None) -> dict[str, str]:
+                       failed: Mapping[str, str] | None = None,
+                       tables: Mapping[str, SubnetCosts] | None = None) -> dict[str, str]:
     """The supernet, predictor quality and per-target choice sections, as markdown by heading (budgets,
     predictions and readings in each target's unit)."""
     job = meta.job.get("train", {})
@@ -53,15 +55,22 @@ def selection_sections(choices: Sequence[dict[str, Any]], *, predictor: Mapping[
                      f"{c['accuracy']:.4f}", f"{c['predicted_accuracy']:.4f}", str(cfg.resolution),
                      str(list(cfg.depths)), f"{c['search_ms']:.1f}", str(c["attempts"])])
     rows += [[name, f"infeasible: {why}", *["-"] * (len(header) - 2)] for name, why in (failed or {}).items()]
-    return {"Supernet": supernet, "Accuracy predictor": quality, "Per-target choice": markdown_table(header, rows)}
+    sections = {"Supernet": supernet, "Accuracy predictor": quality, "Per-target choice": markdown_table(header, rows)}
+    if tables:
+        sections["Cost tables"] = "\n".join(
+            f"- `{sig}`: {t.info.get('n_parts')} parts, {t.table.error_line()}, reference (largest subnet) "
+            f"{_fmt(t.reference)} {t.unit}, {t.info.get('cpu_s', 0):.0f} CPU-s (once per measurement setting)"
+            for sig, t in {t.signature: t for t in tables.values()}.items())
+    return sections
 
 
 def write_selection_report(out: Path, choices: Sequence[dict[str, Any]], *, predictor: Mapping[str, Any],
-                           meta: SupernetMeta, failed: Mapping[str, str] | None = None) -> Path:
+                           meta: SupernetMeta, failed: Mapping[str, str] | None = None,
+                           tables: Mapping[str, SubnetCosts] | None = None) -> Path:
     """``OUT/report.md`` + ``OUT/pareto.png``: a results row per delivered model directory (read from its card,
     latency = its own target's measured median), then :func:`selection_sections`."""
     rows = [row_from_card(read_card(c["model_dir"]), c["model_dir"], method="tofa", latency_1t_key=c["target"],
                           latency_2t_key="") for c in choices]
     budgets = {r.target: r.budget_value for r in rows if r.target and r.budget_unit == "ms" and r.budget_value}
-    sections = selection_sections(choices, predictor=predictor, meta=meta, failed=failed)
+    sections = selection_sections(choices, predictor=predictor, meta=meta, failed=failed, tables=tables)
     return write_report(out, rows, TITLE, sections, budgets_ms=budgets, legend=LEGEND)

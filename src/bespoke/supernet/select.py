@@ -30,7 +30,7 @@ from bespoke.export import (
 )
 from bespoke.supernet.config import SelectConfig
 from bespoke.supernet.data import DataSource, SpecSource
-from bespoke.supernet.efficiency import CostTable, build_cost_table
+from bespoke.supernet.efficiency import SubnetCosts, build_cost_table
 from bespoke.supernet.elastic import ElasticNet
 from bespoke.supernet.evaluator import SubnetEvaluator
 from bespoke.supernet.evolution import InfeasibleBudget, evolve
@@ -53,6 +53,7 @@ from bespoke.targets import (
     Measurement,
     Target,
     export_onnx_bytes,
+    get_runtime,
     load_targets,
     measure,
     measure_onnx,
@@ -136,7 +137,7 @@ def ensure_predictor(net: ElasticNet, meta: SupernetMeta, source: DataSource, di
 
 
 def _measure_after_export(ctx: _Context, model: torch.nn.Module, model_dir: Path, target: Target, resolution: int,
-                          table: CostTable, predicted: float) -> Measurement:
+                          table: SubnetCosts, predicted: float) -> Measurement:
     """The delivered model measured on ``target``; a device-table target can only be predicted here.
 
     On onnxruntime the exported file is timed in alternation with the largest subnet and put on the cost table's
@@ -188,7 +189,7 @@ class _Context:
         return self._references[batch]
 
 
-def _search(ctx: _Context, table: CostTable, limit: float, unit: str) -> tuple[SubnetConfig, float, float, float]:
+def _search(ctx: _Context, table: SubnetCosts, limit: float, unit: str) -> tuple[SubnetConfig, float, float, float]:
     t0 = time.perf_counter()
     res = evolve(ctx.net.space, fitness=ctx.fit.predict_genomes, cost=table.genome_cost(ctx.net.space), budget=limit,
                  unit=unit, population=ctx.cfg.population, generations=ctx.cfg.generations,
@@ -196,7 +197,7 @@ def _search(ctx: _Context, table: CostTable, limit: float, unit: str) -> tuple[S
     return res.best, res.fitness, res.cost, (time.perf_counter() - t0) * 1e3
 
 
-def _card(ctx: _Context, target: Target, table: CostTable, sub: StaticNet, best: SubnetConfig,
+def _card(ctx: _Context, target: Target, table: SubnetCosts, sub: StaticNet, best: SubnetConfig,
           budget: float | None, accuracy: float | None, predicted: tuple[float, float], search: tuple[float, int]
           ) -> ModelCard:
     teacher = ctx.meta.teacher
@@ -210,7 +211,7 @@ def _card(ctx: _Context, target: Target, table: CostTable, sub: StaticNet, best:
         provenance={"supernet": str(ctx.supernet_dir), "subnet": best.to_dict(),
                     "predicted_accuracy": round(pred_acc, 4), "predicted_cost": round(pred_cost, 4),
                     "search_ms": round(search[0], 2), "attempts": search[1], "predictor": ctx.fit.metrics,
-                    "cost_table": table.signature},
+                    "cost_table": table.signature, "cost_loo_max_abs": table.table.loo.max_abs},
     )
 
 
@@ -227,7 +228,7 @@ class _Pick:
     measured: Measurement
 
 
-def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> TargetChoice:
+def choose_for_target(ctx: _Context, target: Target, table: SubnetCosts) -> TargetChoice:
     """Search, extract, recalibrate, evaluate, export and measure (after export) the subnet of one target.
 
     The per-block table predicts a single subnet only to 10-50 % (worst for small subnets), so the measurement
@@ -269,6 +270,8 @@ def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> Target
                      (search_ms, len(bracket.attempts) + 1))
         final = save_model_dir(model_dir, sub, card)
         after = _measure_after_export(ctx, sub, model_dir, target, best.resolution, table, pred_cost)
+        if target.is_latency and get_runtime(target.runtime).measures_whole:  # a verified pick calibrates further
+            table.add_point(best, after.value, "delivered")
         last = picks[pick.key] = _Pick(best, pred_acc, pred_cost, sub, card, final, after)
         return after.value
 
@@ -295,7 +298,7 @@ def choose_for_target(ctx: _Context, target: Target, table: CostTable) -> Target
                         attempts, str(model_dir), delivered.saved.params, delivered.saved.macs, cpu, wall)
 
 
-def delivered_before(model_dir: Path, target: Target, table: CostTable, supernet: Path) -> TargetChoice | None:
+def delivered_before(model_dir: Path, target: Target, table: SubnetCosts, supernet: Path) -> TargetChoice | None:
     """The choice an earlier, interrupted or finished, selection already delivered for ``target`` in
     ``model_dir`` (same supernet, same budget on the same table, measured within it), so a rerun resumes; else
     ``None``."""
@@ -358,7 +361,8 @@ def select_subnets(supernet: str | Path, targets: list[Target] | str | Path, out
     write_json(out / "selection.json", {"supernet": str(directory), "predictor": fit.metrics,
                                         "cost_cpu_s": shared, "choices": [asdict(c) for c in choices],
                                         "infeasible": failed})
-    write_selection_report(out, [asdict(c) for c in choices], predictor=fit.metrics, meta=meta, failed=failed)
+    write_selection_report(out, [asdict(c) for c in choices], predictor=fit.metrics, meta=meta, failed=failed,
+                           tables=tables)
     if failed:
         raise BespokeError("infeasible budget(s): " + "; ".join(f"{k}: {v}" for k, v in failed.items()),
                            f"the other {len(choices)} target(s) were delivered to {out}")

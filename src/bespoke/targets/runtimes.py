@@ -10,6 +10,14 @@ runtime         unit    what is measured
 ``params``      params  number of parameters
 ``memory``      bytes   peak live activation bytes (see :mod:`bespoke.targets.memory`)
 =============== ======= ==================================================================================
+
+Besides single models, every measurer measures what a cost table is made of (:func:`measure_parts`): many parts
+of a network, each alone at its own input shape, together with the whole reference model as it is delivered
+(:func:`measure_delivered`) and the fixed cost of one call (:func:`call_overhead`). onnxruntime times the parts
+one after the other, each warm, and re-times the reference every few parts: each part is scaled to the first
+reference timing through the reference timed nearest to it, so the machine's drift during a long table does not
+end up in the part values (timing parts round-robin instead inflates small parts, cold caches, and breaks
+additivity).
 """
 
 from __future__ import annotations
@@ -18,11 +26,13 @@ import fnmatch
 import os
 import platform
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import onnxruntime as ort
 import torch
 from torch import nn
@@ -39,7 +49,8 @@ from bespoke.targets.measure import (
     torch_threads,
 )
 from bespoke.targets.memory import estimate_peak_memory
-from bespoke.targets.onnx_io import export_onnx_bytes, input_shapes, load_onnx, part_key
+from bespoke.targets.onnx_io import export_onnx_bytes, input_shapes, load_onnx, overhead_onnx_bytes, part_key
+from bespoke.targets.paired import time_onnx
 from bespoke.targets.spec import Target
 from bespoke.targets.table import TableLookup
 
@@ -48,22 +59,51 @@ with warnings.catch_warnings():  # fvcore.nn scripts a loss at import time; torc
     from fvcore.nn import FlopCountAnalysis
 
 
+#: A part of a network: how to build it (loaded only when it is measured) and its input shape, batch first.
+Part = tuple[Callable[[], nn.Module], tuple[int, ...]]
+
+
+@dataclass
+class PartReadings:
+    """Parts measured together (:func:`measure_parts`): each part's raw value (alone, one call's overhead
+    included), on the scale of ``reference``, the whole reference model measured as delivered at the start
+    (``None``: the runtime cannot measure it whole), and the fixed cost of one call."""
+
+    values: dict[str, float]
+    reference: float | None
+    call_overhead: float
+
+
 @runtime_checkable
 class Measurer(Protocol):
-    """How one runtime measures a module at an input shape (and, where it can, an ONNX file).
+    """How one runtime measures a module at an input shape (and, where it can, an ONNX file), a whole model as
+    delivered, and the parts of a cost table.
 
     ``measure_shape`` takes any input shape, batch first (a whole model's images, or a part's activations);
-    ``measure_module`` is the whole-image case, ``target.batch`` images of ``resolution`` pixels.
+    ``measure_module`` is the whole-image case, ``target.batch`` images of ``resolution`` pixels;
+    ``measure_delivered`` measures a whole model the way its model directory is (for onnxruntime: its export with
+    a dynamic batch axis). ``measures_whole``: whether whole models can be measured on this machine (not for a
+    board's table, which holds the parts it was given).
     """
 
     name: str
     unit: str
+    measures_whole: bool
 
     def measure_shape(self, model: nn.Module, target: Target, shape: tuple[int, ...]) -> Measurement: ...
 
     def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement: ...
 
+    def measure_delivered(self, model: nn.Module, target: Target, resolution: int) -> Measurement: ...
+
     def measure_onnx(self, path: str | os.PathLike[str], target: Target) -> Measurement: ...
+
+    def call_overhead(self, target: Target) -> float: ...
+
+    def missing_parts(self, parts: Mapping[str, Part], target: Target) -> list[str]: ...
+
+    def measure_parts(self, parts: Mapping[str, Part], target: Target, *, reference: nn.Module,
+                      resolution: int) -> PartReadings: ...
 
 
 def count_macs(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, dict[str, int]]:
@@ -80,10 +120,31 @@ def count_macs(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, dict[str,
 
 
 class _ImageInput:
-    """``measure_module`` as ``measure_shape`` on ``target.batch`` images."""
+    """What most runtimes share: ``measure_module`` as ``measure_shape`` on ``target.batch`` images, a delivered
+    model measured as a module, no call overhead, parts measured one by one."""
+
+    measures_whole = True
+
+    def measure_shape(self, model: nn.Module, target: Target, shape: tuple[int, ...]) -> Measurement:
+        raise NotImplementedError
 
     def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
-        return self.measure_shape(model, target, image_shape(target.batch, resolution))  # type: ignore[attr-defined]
+        return self.measure_shape(model, target, image_shape(target.batch, resolution))
+
+    def measure_delivered(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
+        return self.measure_module(model, target, resolution)
+
+    def call_overhead(self, target: Target) -> float:
+        return 0.0
+
+    def missing_parts(self, parts: Mapping[str, Part], target: Target) -> list[str]:
+        return []
+
+    def measure_parts(self, parts: Mapping[str, Part], target: Target, *, reference: nn.Module,
+                      resolution: int) -> PartReadings:
+        ref = self.measure_delivered(reference, target, resolution).value if self.measures_whole else None
+        values = {k: self.measure_shape(build().eval(), target, shape).value for k, (build, shape) in parts.items()}
+        return PartReadings(values, ref, self.call_overhead(target))
 
 
 def _no_onnx(name: str) -> BespokeError:
@@ -96,6 +157,33 @@ def _no_onnx(name: str) -> BespokeError:
 class OnnxRuntimeMeasurer(_ImageInput):
     name = "onnxruntime"
     unit = "ms"
+    #: parts timed between two timings of the reference
+    anchor_every = 12
+
+    def measure_delivered(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
+        onnx = export_onnx_bytes(model, image_shape(1, resolution), dynamic_batch=True)
+        return self._measure(onnx, target, source=f"{type(model).__name__} (exported as delivered)")
+
+    def call_overhead(self, target: Target) -> float:
+        """A trivial graph's median: every part measured alone pays it once, a whole model once."""
+        return float(np.median(time_onnx(overhead_onnx_bytes(), target.model_copy(update={"batch": 1}))))
+
+    def measure_parts(self, parts: Mapping[str, Part], target: Target, *, reference: nn.Module,
+                      resolution: int) -> PartReadings:
+        anchor = export_onnx_bytes(reference, image_shape(1, resolution), dynamic_batch=True)
+        first = float(np.median(time_onnx(anchor, target, what="the reference")))
+        overhead = self.call_overhead(target)
+        keys, values, before = list(parts), {}, first
+        for i in range(0, len(keys), self.anchor_every):
+            group = keys[i:i + self.anchor_every]
+            raw = {k: float(np.median(time_onnx(export_onnx_bytes(parts[k][0]().eval(), parts[k][1]), target,
+                                                what=f"part {k}"))) for k in group}
+            after = float(np.median(time_onnx(anchor, target, what="the reference")))
+            for n, k in enumerate(group):  # the reference's speed interpolated to the part's place in the sequence
+                here = before + (after - before) * (n + 0.5) / len(group)
+                values[k] = raw[k] * first / here
+            before = after
+        return PartReadings(values, first, overhead)
 
     def measure_shape(self, model: nn.Module, target: Target, shape: tuple[int, ...]) -> Measurement:
         source = f"{type(model).__name__} (exported)"
@@ -150,6 +238,9 @@ class TorchMeasurer(_ImageInput):
             "machine": platform.machine(),
         })
 
+    def call_overhead(self, target: Target) -> float:
+        return self.measure_shape(nn.Identity(), target, (target.batch, 1)).value
+
     def measure_onnx(self, path: str | os.PathLike[str], target: Target) -> Measurement:
         raise _no_onnx(self.name)
 
@@ -157,6 +248,14 @@ class TorchMeasurer(_ImageInput):
 class TableMeasurer(_ImageInput):
     name = "table"
     unit = "ms"
+    measures_whole = False
+
+    def call_overhead(self, target: Target) -> float:
+        return TableLookup(target.table).overhead if target.table else 0.0
+
+    def missing_parts(self, parts: Mapping[str, Part], target: Target) -> list[str]:
+        table = TableLookup(target.table)  # type: ignore[arg-type]
+        return [k for k, (build, shape) in parts.items() if part_key(build(), shape) not in table]
 
     def measure_shape(self, model: nn.Module, target: Target, shape: tuple[int, ...]) -> Measurement:
         return self._lookup(part_key(model, shape), target, what=f"{type(model).__name__} at {list(shape)}")
@@ -259,6 +358,29 @@ def measure(model: nn.Module, target: Target, resolution: int) -> Measurement:
 def measure_shape(model: nn.Module, target: Target, shape: tuple[int, ...]) -> Measurement:
     """Measure ``model`` on ``target`` for one input of ``shape`` (batch first): a part of a network alone."""
     return get_runtime(target.runtime).measure_shape(model, target, tuple(int(d) for d in shape))
+
+
+def measure_delivered(model: nn.Module, target: Target, resolution: int) -> Measurement:
+    """A whole image model on ``target`` the way its model directory is measured (for onnxruntime: the ONNX export
+    with a dynamic batch axis, as ``save_model_dir`` writes it)."""
+    return get_runtime(target.runtime).measure_delivered(model, target, resolution)
+
+
+def call_overhead(target: Target) -> float:
+    """Fixed cost of one call on ``target`` (0 for counting runtimes): a part measured alone pays it once."""
+    return get_runtime(target.runtime).call_overhead(target)
+
+
+def measure_parts(parts: Mapping[str, Part], target: Target, *, reference: nn.Module,
+                  resolution: int) -> PartReadings:
+    """Many parts ``{key: (build, input shape)}`` on ``target``, each alone, on the scale of the whole
+    ``reference`` model measured as delivered (see the module docstring)."""
+    return get_runtime(target.runtime).measure_parts(parts, target, reference=reference, resolution=resolution)
+
+
+def missing_parts(parts: Mapping[str, Part], target: Target) -> list[str]:
+    """Keys of ``parts`` that ``target`` cannot measure here (a board's table without their rows)."""
+    return get_runtime(target.runtime).missing_parts(parts, target)
 
 
 def measure_onnx(path: str | os.PathLike[str], target: Target) -> Measurement:
