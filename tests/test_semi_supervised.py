@@ -118,7 +118,8 @@ def test_clean_targets_are_the_teachers_eval_logits_and_drive_distillation(tmp_p
     with torch.no_grad():
         assert torch.allclose(logits, teacher(x), atol=1e-5)
     student = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
-    before = float(kd_loss(student(x), logits, 4.0))
+    with torch.no_grad():
+        before = float(kd_loss(student(x), logits, 4.0))
     finetune(student, WithTargets(data, logits), _images(4, 3), cfg.model_copy(update={"epochs": 20}),
              mean=(0.5,) * 3, std=(0.5,) * 3, out_dir=tmp_path)  # no teacher module: the dataset's logits
     with torch.no_grad():
