@@ -26,11 +26,13 @@ from bespoke.train import FinetuneConfig, SemiSupervisedConfig
 from bespoke.utils.atomic import write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS: dict[str, dict[str, Any] | None] = {
-    "labelled only": None,
-    "semi, same view, from pretrained": {"teacher_view": "same", "init": "pretrained"},
-    "semi, clean view, from pretrained": {"teacher_view": "clean", "init": "pretrained"},
-    "semi, clean view, from round 0": {"teacher_view": "clean", "init": "teacher"},
+#: variant -> (its folder under --work, the semi-supervised settings; None: labelled only)
+VARIANTS: dict[str, tuple[str, dict[str, Any] | None]] = {
+    "labelled-only": ("labelled_only", None),
+    "same-view/from-pretrained": ("semi-same_view-from_pretrained", {"teacher_view": "same", "init": "pretrained"}),
+    "clean-view/from-pretrained": ("semi-clean_view-from_pretrained", {"teacher_view": "clean",
+                                                                       "init": "pretrained"}),
+    "clean-view/from-round0": ("semi-clean_view-from_round_0", {"teacher_view": "clean", "init": "teacher"}),
 }
 
 
@@ -48,8 +50,8 @@ def main() -> None:
     rows = []
     round0 = None
     for name in args.variants.split(","):
-        semi = VARIANTS[name]
-        out = args.work / name.replace(", ", "-").replace(" ", "_")
+        folder, semi = VARIANTS[name]
+        out = args.work / folder
         job = FinetuneJob(model=args.model, data="fashion-mnist", resolution=64, train_limit=args.train_limit,
                           labels=args.labels, out=out, train=FinetuneConfig(epochs=args.epochs),
                           semi_supervised=None if semi is None else SemiSupervisedConfig(

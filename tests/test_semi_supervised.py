@@ -73,7 +73,7 @@ def _tiny() -> nn.Module:
 
 def test_rounds_distil_from_the_previous_round_and_resume(tmp_path: Path) -> None:
     cfg = FinetuneConfig(epochs=1, batch_size=4, augment="none", device="cpu", memory_format="contiguous")
-    semi = SemiSupervisedConfig(rounds=2, epochs=1, augment="flip")
+    semi = SemiSupervisedConfig(rounds=2, epochs=1, augment="flip", init="pretrained")
     labelled, unlabelled, test = _images(8, 1), _images(16, 2), _images(6, 3)
     calls: list[int] = []
 

@@ -44,8 +44,8 @@ class SemiSupervisedConfig(BaseModel):
                                                                              "images in the rounds")
     teacher_view: Literal["clean", "same"] = Field("clean", description="clean: the teacher's targets from "
                                                    "un-augmented images; same: from the student's augmented view")
-    init: Literal["pretrained", "teacher"] = Field("pretrained", description="each round's student: a fresh "
-                                                   "pretrained model or a copy of the previous round's model")
+    init: Literal["pretrained", "teacher"] = Field("teacher", description="each round's student: a copy of the "
+                                                   "previous round's model or a fresh pretrained model")
 
 
 class WithTargets(Dataset):
