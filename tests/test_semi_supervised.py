@@ -86,7 +86,6 @@ def test_rounds_distil_from_the_previous_round_and_resume(tmp_path: Path) -> Non
     assert len(calls) == 3 and len(result.rounds) == 3  # round 0 + 2 distillation rounds, each a fresh model
     assert result.rounds[0].steps == 2 and result.rounds[1].steps == 6  # 8 labelled; then 8 + 16 images
     assert result.cpu_s == pytest.approx(sum(r.cpu_s for r in result.rounds) + result.targets_cpu_s)
-    assert result.targets_cpu_s > 0  # the default teacher view: clean images, one pass per round
     assert [r["round"] for r in result.summary()] == [0, 1, 2]
     for i in range(3):
         assert (tmp_path / "checkpoints" / f"semi-round{i}.pt").is_file()
