@@ -24,8 +24,9 @@ from bespoke.train import (
 )
 from bespoke.train.finetune import labelled_cross_entropy
 from bespoke.train.semi import WithTargets, clean_logits
-from tests.test_bad_inputs import ARCH, noisy_png, refused_with_one_line
+from tests.test_bad_inputs import ARCH, refused_with_one_line
 from tests.test_cli import run_cli
+from tests.test_reliability_kill import image_folder
 
 
 def test_labelled_cross_entropy_ignores_unlabelled_images() -> None:
@@ -147,11 +148,7 @@ def test_semi_supervised_needs_an_unlabelled_share() -> None:
 
 @pytest.fixture(scope="module")
 def png_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("semi-data")
-    for split, n in (("train", 10), ("test", 2)):
-        for ci, cls in enumerate("abc"):
-            for i in range(n):
-                noisy_png(root / split / cls / f"{i}.png", 24, seed=10 * ci + i)
+    root = image_folder(tmp_path_factory.mktemp("semi-data"), n_train=10, n_test=2)
     (root / "job.yaml").write_text("pretrained: false\nval_fraction: 0\n")
     return root
 

@@ -26,6 +26,7 @@ import fnmatch
 import os
 import platform
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,14 +120,15 @@ def count_macs(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, dict[str,
         return int(analysis.total()), dict(analysis.unsupported_ops())
 
 
-class _ImageInput:
+class _ImageInput(ABC):
     """What most runtimes share: ``measure_module`` as ``measure_shape`` on ``target.batch`` images, a delivered
     model measured as a module, no call overhead, parts measured one by one."""
 
     measures_whole = True
 
+    @abstractmethod
     def measure_shape(self, model: nn.Module, target: Target, shape: tuple[int, ...]) -> Measurement:
-        raise NotImplementedError
+        """``model`` on one input of ``shape`` (batch included), the runtime's own way."""
 
     def measure_module(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
         return self.measure_shape(model, target, image_shape(target.batch, resolution))
