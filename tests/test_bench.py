@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,24 @@ def test_out_dir_of_another_preset_is_refused(tmp_path: Path) -> None:
     _claim_out_dir(tmp_path, full, False)  # same settings: resume
     with pytest.raises(BespokeError, match="other settings"):
         _claim_out_dir(tmp_path, smoke, True)
+
+
+def test_settings_added_since_a_run_started_do_not_block_its_resume(tmp_path: Path) -> None:
+    full = load_preset("fashion-mnist")
+    _claim_out_dir(tmp_path, full, False)
+    snapshot = tmp_path / "preset.json"
+    old = json.loads(snapshot.read_text())
+    del old["preset"]["recipe"]["memory_format"], old["preset"]["targets"][0]["precision"]
+    snapshot.write_text(json.dumps(old))
+    lines: list[str] = []
+    _claim_out_dir(tmp_path, full, False, lines.append)
+    assert lines == ["[bench] settings added since this run started: preset.recipe.memory_format, "
+                     "preset.targets[0].precision"]
+    assert "memory_format" in json.loads(snapshot.read_text())["preset"]["recipe"]  # snapshot brought up to date
+    old["preset"]["recipe"]["epochs"] += 1  # a changed setting still refuses
+    snapshot.write_text(json.dumps(old))
+    with pytest.raises(BespokeError, match="other settings"):
+        _claim_out_dir(tmp_path, full, False)
 
 
 # ---------------------------------------------------------------- costs

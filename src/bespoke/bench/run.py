@@ -51,7 +51,7 @@ def run_bench(preset: str | Path | BenchPreset = "fashion-mnist", out: str | Pat
     """
     spec = preset if isinstance(preset, BenchPreset) else load_preset(preset, smoke=smoke)
     out = Path(out)
-    _claim_out_dir(out, spec, smoke)
+    _claim_out_dir(out, spec, smoke, log)
     ctx = _make_context(spec, out, smoke, log)
     ctx.remeasure = remeasure
     ledger = StageLedger(out / "stages.json")
@@ -81,22 +81,45 @@ def run_bench(preset: str | Path | BenchPreset = "fashion-mnist", out: str | Pat
     return BenchResults(out=out, rows=rows, records=records, costs=costs, engines=engine_status, files=files)
 
 
-def _claim_out_dir(out: Path, spec: BenchPreset, smoke: bool) -> None:
+def _claim_out_dir(out: Path, spec: BenchPreset, smoke: bool, log: Callable[[str], None] = print) -> None:
     """Refuse to resume into a directory made with another preset (mixing runs would corrupt the results).
 
-    Engine sections are left out: an engine stage reruns by itself when its settings change.
+    Engine sections are left out: an engine stage reruns by itself when its settings change. Settings the
+    code added after the run started (absent from its snapshot) do not block a resume: they are logged and
+    the snapshot is brought up to date.
     """
     preset = spec.model_dump(mode="json", exclude={"smoke", "description", "engines", *ENGINE_SECTIONS})
-    snapshot: dict[str, Any] = {"smoke": smoke, "preset": preset}
+    snapshot: dict[str, Any] = json.loads(json.dumps({"smoke": smoke, "preset": preset}))
     path = out / PRESET_SNAPSHOT
     if path.is_file():
         previous = json.loads(path.read_text())
-        if previous != json.loads(json.dumps(snapshot)):
+        added: list[str] = []
+        if _without_added(snapshot, previous, "", added) != previous:
             raise BespokeError(f"{out} holds a benchmark run with other settings (see {path})",
                                "use another --out, or delete that directory to start over")
+        if added:
+            log(f"[bench] settings added since this run started: {', '.join(added)}")
+            write_json(path, snapshot)
         return
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, snapshot)
+
+
+def _without_added(current: Any, previous: Any, where: str, added: list[str]) -> Any:
+    """``current`` less the dict keys ``previous`` lacks (recorded, dotted, in ``added``)."""
+    if isinstance(current, dict) and isinstance(previous, dict):
+        kept = {}
+        for key, value in current.items():
+            name = f"{where}.{key}" if where else key
+            if key in previous:
+                kept[key] = _without_added(value, previous[key], name, added)
+            else:
+                added.append(name)
+        return kept
+    if isinstance(current, list) and isinstance(previous, list) and len(current) == len(previous):
+        pairs = enumerate(zip(current, previous, strict=True))
+        return [_without_added(c, p, f"{where}[{i}]", added) for i, (c, p) in pairs]
+    return current
 
 
 def _make_context(spec: BenchPreset, out: Path, smoke: bool, log: Callable[[str], None]) -> BenchContext:
