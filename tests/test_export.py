@@ -74,6 +74,33 @@ def test_unfaithful_export_writes_nothing(tmp_path, tiny_net, monkeypatch):
     assert not (tmp_path / "card.json").exists() and not (tmp_path / "model.onnx").exists()
 
 
+def test_float32_error_grows_with_how_ill_conditioned_the_model_is(tiny_net):
+    from bespoke.export.onnx_export import float32_error
+
+    calm = float32_error(tiny_net, (1, 3, 16, 16))
+    loud = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(6)])
+    with torch.no_grad():
+        for layer in loud:
+            layer.weight.mul_(40.0)  # each layer multiplies the activations' scale: float32 rounding grows with it
+    assert 0 < calm < 1e-5 < float32_error(loud, (1, 64))
+    assert loud[0].weight.dtype == torch.float32  # the float64 twin is a copy
+
+
+@pytest.mark.parametrize(("rounding", "accepted"), [(0.1, True), (0.01, False), (float("nan"), False)])
+def test_an_export_within_pytorchs_own_float32_error_passes(tmp_path, tiny_net, monkeypatch, rounding, accepted):
+    import bespoke.export.onnx_export as ox
+
+    monkeypatch.setattr(ox, "onnx_max_abs_diff", lambda *a, **k: 0.5)
+    monkeypatch.setattr(ox, "float32_error", lambda *a, **k: rounding)
+    if accepted:  # 0.5 <= FP32_SLACK x 0.1: ORT is as far from exact as PyTorch's float32 is
+        assert save_model_dir(tmp_path, tiny_net, _card()).onnx_max_abs_diff == 0.5
+        return
+    with pytest.raises(BespokeError, match=r"differs from PyTorch by 0\.5") as err:
+        save_model_dir(tmp_path, tiny_net, _card())
+    assert ("own float32 error is 0.01" in str(err.value)) == (rounding == 0.01)
+    assert not (tmp_path / "model.onnx").exists()
+
+
 def _engine_model(kind: str) -> tuple[torch.nn.Module, dict]:
     """A small model of each of bespoke's own builders, with its card recipe."""
     from bespoke.supernet.tiny import tiny_arch_config, tiny_efficientnet

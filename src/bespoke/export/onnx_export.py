@@ -6,6 +6,7 @@ axis, as a deployed model is called with any batch).
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -18,7 +19,13 @@ from bespoke.targets.measure import cpu_model, eval_mode
 from bespoke.targets.onnx_io import OPSET, export_onnx_bytes
 from bespoke.utils.atomic import write_bytes
 
-__all__ = ["OPSET", "check_tolerance", "export_onnx", "onnx_max_abs_diff", "verified_onnx_bytes"]
+__all__ = ["FP32_SLACK", "OPSET", "check_tolerance", "export_onnx", "float32_error", "onnx_max_abs_diff",
+           "verified_onnx_bytes"]
+
+FP32_SLACK = 8.0
+"""An export above the absolute tolerance still passes when ORT is within this multiple of PyTorch's own float32
+error (against float64): ORT fuses and reorders the same arithmetic, so on an ill-conditioned model (large
+activations, e.g. a randomly initialised deep net) it lands as far from the exact answer as PyTorch does."""
 
 
 def onnx_max_abs_diff(model: nn.Module, onnx_model: bytes | str | Path, input_shape: tuple[int, ...], *,
@@ -49,6 +56,27 @@ def onnx_max_abs_diff(model: nn.Module, onnx_model: bytes | str | Path, input_sh
     return worst
 
 
+def float32_error(model: nn.Module, input_shape: tuple[int, ...], *, samples: int = 2, seed: int = 0) -> float:
+    """Largest |PyTorch float32 − PyTorch float64| over the inputs :func:`onnx_max_abs_diff` uses: how far float32
+    rounding alone moves this model's output. NaN when the model cannot run in float64."""
+    g = torch.Generator().manual_seed(seed)
+    try:
+        net = cpu_model(model)
+        wide = copy.deepcopy(net).double()
+    except (RuntimeError, TypeError):
+        return math.nan
+    worst = 0.0
+    with eval_mode(net), eval_mode(wide), torch.inference_mode():
+        for _ in range(samples):
+            x = torch.randn(2, *input_shape[1:], generator=g)
+            try:
+                exact = wide(x.double())
+            except (RuntimeError, TypeError):
+                return math.nan
+            worst = max(worst, float((net(x).double() - exact).abs().max()))
+    return worst
+
+
 def check_tolerance(tolerance: float) -> None:
     """Refuse a verification tolerance that no export could honestly pass (0, negative) or that passes anything
     (inf, NaN)."""
@@ -61,7 +89,9 @@ def check_tolerance(tolerance: float) -> None:
 def verified_onnx_bytes(model: nn.Module, input_shape: tuple[int, ...], *, tolerance: float = 1e-4
                         ) -> tuple[bytes, float]:
     """Serialise ``model`` to ONNX (dynamic batch) and verify it: ONNX Runtime must reproduce PyTorch within
-    ``tolerance``. Returns the ONNX bytes and the max abs difference; nothing is written anywhere."""
+    ``tolerance``, or within :data:`FP32_SLACK` times PyTorch's own float32 error where that error is larger (an
+    ill-conditioned model, whose float32 output is itself that uncertain). Returns the ONNX bytes and the max abs
+    difference; nothing is written anywhere."""
     check_tolerance(tolerance)
     data = export_onnx_bytes(model, input_shape, dynamic_batch=True)
     diff = onnx_max_abs_diff(model, data, input_shape)
@@ -69,7 +99,11 @@ def verified_onnx_bytes(model: nn.Module, input_shape: tuple[int, ...], *, toler
         raise BespokeError("the model's output holds NaN or inf on random inputs",
                            "the weights are broken (diverged training?); train again with a lower learning rate")
     if not diff <= tolerance:
-        raise BespokeError(f"ONNX Runtime output differs from PyTorch by {diff:.3g} (> {tolerance:g})",
+        rounding = float32_error(model, input_shape)
+        if diff <= FP32_SLACK * rounding:  # False for NaN: no float64 run, no slack
+            return data, diff
+        own = f"; PyTorch's own float32 error is {rounding:.3g}" if math.isfinite(rounding) else ""
+        raise BespokeError(f"ONNX Runtime output differs from PyTorch by {diff:.3g} (> {tolerance:g}{own})",
                            "the exported graph is not faithful; report this model")
     return data, diff
 
