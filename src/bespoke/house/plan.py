@@ -7,19 +7,25 @@ not to fit is replaced by the next one of its kind; one that cannot be made (Tor
 stays in the house as ``failed`` with the reason, and the plan goes on.
 
 Sampling is balanced twice: across kinds (by weight, a kind that runs out hands its share to the others) and,
-within a kind, across teacher spans (round-robin over spans in random order), so a small house still covers
-the whole network.
+within a kind, across teacher spans (round-robin over spans), so a small house still covers the network. The
+round-robin order is drawn weighted by each span's share of the teacher's MACs (weighted sampling without
+replacement), so a house too small to touch every span replaces the spans that hold the cost first: a budget of
+0.7x the teacher's MACs cannot be reached by replacing spans that hold 5 % of them.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import torch
+
 from bespoke.errors import BespokeError
 from bespoke.graph import Span
 from bespoke.house.alternatives import ProposalContext, make_kind
+from bespoke.house.cost import layer_macs
 from bespoke.house.recipe import Recipe
 from bespoke.utils.progress import track
 
@@ -77,6 +83,7 @@ def plan_house(spans: Sequence[Span], ctx: ProposalContext, kinds: Sequence[str]
     handle costs one alternative, not the house.
     """
     pool = describe_all(spans, ctx, kinds)
+    span_weights = teacher_span_macs(ctx, {r.span for recipes in pool.values() for r in recipes})
     instances = {name: make_kind(name) for name in pool}  # completion caches live in the kind objects
 
     def complete(recipe: Recipe) -> Planned | None:
@@ -88,7 +95,7 @@ def plan_house(spans: Sequence[Span], ctx: ProposalContext, kinds: Sequence[str]
                                    f"{type(exc).__name__}: {first}")
         return None if done is None else Planned(done)
 
-    drawn = _draw(pool, size, seed, weights, complete)
+    drawn = _draw(pool, size, seed, weights, complete, span_weights)
     return Plan(drawn, {k: len(v) for k, v in pool.items()})
 
 
@@ -98,14 +105,30 @@ def sample(pool: Mapping[str, list[Recipe]], size: int, seed: int,
     return [p.recipe for p in _draw(pool, size, seed, weights, Planned)]
 
 
-def _span_balanced(recipes: list[Recipe], rng: random.Random) -> list[Recipe]:
+def teacher_span_macs(ctx: ProposalContext, spans: set[tuple[int, int]]) -> dict[tuple[int, int], float]:
+    """MACs of the teacher over each ``(start, end)`` segment span: the weights of the planner's span order."""
+    teacher = ctx.teacher
+    per_segment = [layer_macs(seg, torch.zeros(1, *teacher.shapes[i])) for i, seg in enumerate(teacher.segments)]
+    return {span: float(sum(per_segment[span[0]:span[1]])) for span in spans}
+
+
+def _span_balanced(recipes: list[Recipe], rng: random.Random,
+                   span_weights: Mapping[tuple[int, int], float] | None = None) -> list[Recipe]:
+    """``recipes`` round-robin over their spans; the span order is a weighted random permutation (key
+    ``log(u) / w``, Efraimidis-Spirakis), uniform without weights; a span of weight 0 comes last."""
     by_span: dict[tuple[int, int], list[Recipe]] = {}
     for recipe in recipes:
         by_span.setdefault(recipe.span, []).append(recipe)
-    queues = list(by_span.values())
-    for queue in queues:
+    for queue in by_span.values():
         rng.shuffle(queue)
-    rng.shuffle(queues)
+
+    def key(span: tuple[int, int]) -> float:
+        w = 1.0 if span_weights is None else span_weights.get(span, 0.0)
+        u = rng.random() or 1e-300
+        return math.log(u) / w if w > 0 else -math.inf
+
+    keys = {span: key(span) for span in sorted(by_span)}
+    queues = [by_span[span] for span in sorted(by_span, key=lambda s: keys[s], reverse=True)]
     out: list[Recipe] = []
     depth = 0
     while len(out) < len(recipes):
@@ -115,13 +138,14 @@ def _span_balanced(recipes: list[Recipe], rng: random.Random) -> list[Recipe]:
 
 
 def _draw(pool: Mapping[str, list[Recipe]], size: int, seed: int, weights: Mapping[str, float] | None,
-          complete: Callable[[Recipe], Planned | None]) -> list[Planned]:
+          complete: Callable[[Recipe], Planned | None],
+          span_weights: Mapping[tuple[int, int], float] | None = None) -> list[Planned]:
     """Draw by kind share from span-balanced queues, completing each draw; a ``None`` completion is skipped."""
     if size < 1:
         raise BespokeError(f"house size must be >= 1, got {size}", "use e.g. --size 100")
     weights = dict(weights or DEFAULT_KIND_WEIGHTS)
     rng = random.Random(seed)
-    queues = {k: _span_balanced(list(v), rng) for k, v in sorted(pool.items()) if v}
+    queues = {k: _span_balanced(list(v), rng, span_weights) for k, v in sorted(pool.items()) if v}
     if not queues:
         raise BespokeError("no alternative could be proposed for any span of the teacher",
                            "add donors, allow longer spans (--max-span) or more kinds")
