@@ -110,7 +110,8 @@ def tofa_rows(out: Path, calibration: int) -> tuple[list[dict[str, Any]], dict[s
 
 
 def block_rows(out: Path, size: int, distill_steps: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from bespoke.search import build_house, build_latency_table, search_target
+    from bespoke.house import build_house, build_latency_table
+    from bespoke.search import search_target
 
     t0 = time.perf_counter()
     house = build_house(teacher(), teacher_config=zoo_arch_config(TEACHER, CLASSES, RESOLUTION), donors=[],

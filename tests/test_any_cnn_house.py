@@ -11,9 +11,8 @@ import torch
 
 from bespoke.export import zoo_arch_config
 from bespoke.graph import enumerate_spans, segment_model
-from bespoke.house import TEACHER, ProposalContext, SourceSet, build_alternative, make_kind, plan_house
+from bespoke.house import TEACHER, ProposalContext, SourceSet, build_alternative, build_house, make_kind, plan_house
 from bespoke.house.alternatives.donor import DonorKind
-from bespoke.search import build_house
 from bespoke.zoo import create_model
 from tests.test_house_helpers import CLASSES, DONOR, R, one_thread, splits
 
@@ -103,6 +102,28 @@ def test_planning_completes_only_what_it_samples(monkeypatch):
     assert len(calls) < plan.pool["donor"] // 4, "planning cost follows the size, not the pool"
     again = plan_house(spans, ctx, ["donor", "prune", "lowrank", "skip"], 4, seed=3)
     assert [p.recipe.model_dump() for p in again.alternatives] == [p.recipe.model_dump() for p in plan.alternatives]
+
+
+def test_a_small_house_replaces_the_spans_that_hold_the_teachers_macs_first():
+    """Span order is weighted by MAC share: 8 alternatives cover a larger share of the MACs than uniform order."""
+    from bespoke.house.plan import teacher_span_macs
+
+    _, ctx = _sources("torchvision:shufflenet_v2_x0_5")
+    spans = enumerate_spans(ctx.teacher, 2)
+    segment = teacher_span_macs(ctx, {(i, i + 1) for i in range(len(ctx.teacher))})
+    assert teacher_span_macs(ctx, {(0, 2)})[(0, 2)] == segment[(0, 1)] + segment[(1, 2)]
+
+    def covered(plan) -> float:
+        touched = {i for p in plan.alternatives for i in range(*p.recipe.span)}
+        return sum(segment[(i, i + 1)] for i in touched)
+
+    weighted = [covered(plan_house(spans, ctx, ["prune", "skip"], 6, seed=s)) for s in range(4)]
+    uniform = []
+    for s in range(4):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("bespoke.house.plan.teacher_span_macs", lambda c, sp: None)
+            uniform.append(covered(plan_house(spans, ctx, ["prune", "skip"], 6, seed=s)))
+    assert sum(weighted) > sum(uniform), (weighted, uniform)
 
 
 def _prune_all(arch: str, spans_limit: int, max_span: int = 2) -> list[tuple[object, str | None]]:

@@ -29,7 +29,7 @@ from PIL import Image
 from bespoke.data.datasets import decode_image
 from bespoke.data.idx import FASHION_MNIST_ENV
 from bespoke.distill import DistillConfig
-from bespoke.search import build_house
+from bespoke.house import build_house
 from tests.test_cli import run_cli
 from tests.test_data_sources import make_cifar10, make_idx_dir, write_idx
 from tests.test_reliability_kill import teacher_dir

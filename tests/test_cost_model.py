@@ -150,7 +150,7 @@ def test_the_supernet_builds_its_table_through_the_shared_type(tmp_path) -> None
 
 
 def test_the_house_builds_its_table_through_the_shared_type(tmp_path) -> None:
-    from bespoke.search import HouseCosts, build_house, build_latency_table
+    from bespoke.house import HouseCosts, build_house, build_latency_table
     from tests.test_house_helpers import house_kwargs, one_thread
 
     with one_thread():

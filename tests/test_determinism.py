@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import load_file
 
 from bespoke.export import ModelCard, save_model_dir
-from bespoke.search import AnnealConfig, build_house
+from bespoke.house import build_house
+from bespoke.search import AnnealConfig
 from bespoke.search.select import search_target
 from bespoke.supernet import (
     ResizedSource,

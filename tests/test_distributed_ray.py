@@ -14,8 +14,8 @@ import pytest
 
 from bespoke.distill import DistillConfig
 from bespoke.errors import BespokeError
-from bespoke.search import build_house
-from bespoke.search.build import GroupWork
+from bespoke.house import build_house
+from bespoke.house.build import GroupWork
 from bespoke.targets import targets_from_dicts
 from bespoke.utils import executor as executor_module
 from bespoke.utils.executor import LocalExecutor, RayExecutor, make_executor

@@ -39,7 +39,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-import bespoke.search.build as build_module
+import bespoke.house.build as build_module
 from bespoke.errors import BespokeError
 from bespoke.export import ModelCard, zoo_arch_config
 from bespoke.utils import atomic

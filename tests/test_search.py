@@ -10,17 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-import bespoke.search.build as build_module
+import bespoke.house.build as build_module
 from bespoke.cost import CostTable
 from bespoke.errors import BespokeError
 from bespoke.export import load_model_dir, read_card
+from bespoke.house import HouseCosts, build_house
 from bespoke.search import (
     AnnealConfig,
     Candidate,
-    HouseCosts,
     Problem,
     anneal,
-    build_house,
     check_feasible,
     search_and_deliver,
 )

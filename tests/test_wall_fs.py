@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-import bespoke.search.build as build_module
+import bespoke.house.build as build_module
 from bespoke.errors import BespokeError
 from bespoke.utils.lock import LOCK_FILE, output_lock
 from tests import test_bad_inputs

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from bespoke.errors import BespokeError
-from bespoke.search import build_house
+from bespoke.house import build_house
 from bespoke.targets import Budget, Target, load_targets
 from bespoke.targets.budget import RELATIVE_RANGE
 from bespoke.targets.spec import MAX_BATCH, MAX_THREADS

@@ -92,7 +92,7 @@ def build_command(
     The settings are the `house:` section of the block engine's recipe (bespoke.search.BlockJob), which
     `bespoke search` and `bespoke bench` read too. Resumes after an interruption.
     """
-    from bespoke.search import build_house
+    from bespoke.house import build_house
     from bespoke.utils.executor import make_executor
 
     values = {"teacher": teacher, "data": data, "out": out, "donors": donors, "size": size, "max_span": max_span,

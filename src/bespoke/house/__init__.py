@@ -4,12 +4,14 @@ Kinds: donor spans of public pretrained networks (with 1x1 adapters), the teache
 (Torch-Pruning, internal channels only), low-rank (SVD of dense convs), or skipped. ``plan`` describes, samples
 and completes them; :class:`House` stores, rebuilds and loads them; :mod:`bespoke.house.student` assembles
 students. Training (block distillation) is :mod:`bespoke.distill`; building end to end is
-:func:`bespoke.search.build_house`.
+:func:`bespoke.house.build_house`.
 """
 
 from bespoke.house.alternatives import KINDS, ProposalContext, build_alternative, make_kind
+from bespoke.house.build import DEFAULT_DONORS, build_house, distill_pending
 from bespoke.house.house import House, HouseMeta
 from bespoke.house.index import Entry, HouseIndex
+from bespoke.house.latency import HouseCosts, build_latency_table, export_house_parts
 from bespoke.house.module import Alternative
 from bespoke.house.plan import DEFAULT_KIND_WEIGHTS, Plan, Planned, describe_all, plan_house, propose_all, sample
 from bespoke.house.recipe import AdapterSpec, PruneStep, Recipe
@@ -23,6 +25,7 @@ from bespoke.house.student import (
 )
 
 __all__ = [
+    "DEFAULT_DONORS",
     "DEFAULT_KIND_WEIGHTS",
     "KINDS",
     "STUDENT_BUILDER",
@@ -31,6 +34,7 @@ __all__ = [
     "Alternative",
     "Entry",
     "House",
+    "HouseCosts",
     "HouseIndex",
     "HouseMeta",
     "Plan",
@@ -42,10 +46,14 @@ __all__ = [
     "Student",
     "assemble_student",
     "build_alternative",
+    "build_house",
+    "build_latency_table",
     "build_student",
     "build_time_sources",
     "describe_all",
+    "distill_pending",
     "donor_arch_config",
+    "export_house_parts",
     "make_kind",
     "plan_house",
     "propose_all",

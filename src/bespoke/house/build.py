@@ -24,22 +24,15 @@ from bespoke.distill.adapters import renormalize
 from bespoke.errors import BespokeError
 from bespoke.export import CARD, build_arch, check_teacher_fits, load_teacher
 from bespoke.graph import Segmentation, enumerate_spans
-from bespoke.house import (
-    DEFAULT_KIND_WEIGHTS,
-    TEACHER,
-    Entry,
-    House,
-    ProposalContext,
-    Recipe,
-    SourceSet,
-    build_alternative,
-    build_time_sources,
-    plan_house,
-)
-from bespoke.house.house import META_FILE, TEACHER_FILE
+from bespoke.house.alternatives import ProposalContext, build_alternative
+from bespoke.house.data import batch_stream, data_record, held_out, resolve_data, validation_split
+from bespoke.house.house import META_FILE, TEACHER_FILE, House
+from bespoke.house.index import Entry
+from bespoke.house.latency import build_latency_table
 from bespoke.house.module import count_params
-from bespoke.search.data import batch_stream, data_record, held_out, resolve_data, validation_split
-from bespoke.search.latency import build_latency_table
+from bespoke.house.plan import DEFAULT_KIND_WEIGHTS, plan_house
+from bespoke.house.recipe import Recipe
+from bespoke.house.sources import TEACHER, SourceSet, build_time_sources
 from bespoke.targets import Target, load_targets
 from bespoke.train import cpu_seconds
 from bespoke.utils.device import pick_device

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from bespoke.data import DataSplits, build_transform, load_dataset, make_loader
 from bespoke.errors import BespokeError
-from bespoke.house import House
+from bespoke.house.house import House
 
 
 def resolve_data(data: DataSplits | str, *, resolution: int, seed: int = 0, train_limit: int | None = None,

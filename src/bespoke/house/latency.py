@@ -17,7 +17,8 @@ from pathlib import Path
 
 from bespoke.cost import CostTable, Source, grow_table, part_signature, save_table
 from bespoke.delivery import Reference, measure_against
-from bespoke.house import House, assemble_student
+from bespoke.house.house import House
+from bespoke.house.student import assemble_student
 from bespoke.targets import Part, Target, get_runtime
 from bespoke.train import cpu_seconds
 

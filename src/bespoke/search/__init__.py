@@ -1,6 +1,6 @@
 """Search and delivery for the block engine (Bespoke, Lee & Moon, AAAI 2023).
 
-Step by step from a notebook::
+The house it searches is built by :func:`bespoke.house.build_house`. Step by step from a notebook::
 
     house = build_house("runs/ft-lite2", donors=["efficientnet_lite0", "mobilenet_v2"], data="fashion-mnist",
                         out="runs/house", size=200)
@@ -14,34 +14,26 @@ one typed recipe (the one ``bespoke house build`` / ``search --config`` and the 
 """
 
 from bespoke.search.annealing import AnnealConfig, Candidate, Problem, SearchResult, anneal, check_feasible
-from bespoke.search.build import DEFAULT_DONORS, build_house, distill_pending
 from bespoke.search.deliver import deliver, retrain_student, run_block_engine, search_and_deliver
 from bespoke.search.estimator import AccuracyEstimator, Estimate
 from bespoke.search.job import DEFAULT_RETRAIN, BlockJob, HouseSettings, SearchSettings, retrain_recipe
-from bespoke.search.latency import HouseCosts, build_latency_table, export_house_parts
 from bespoke.search.select import TargetSearch, make_problem, search_target
 
 __all__ = [
-    "DEFAULT_DONORS",
     "DEFAULT_RETRAIN",
     "AccuracyEstimator",
     "AnnealConfig",
     "BlockJob",
     "Candidate",
     "Estimate",
-    "HouseCosts",
     "HouseSettings",
     "Problem",
     "SearchResult",
     "SearchSettings",
     "TargetSearch",
     "anneal",
-    "build_house",
-    "build_latency_table",
     "check_feasible",
     "deliver",
-    "distill_pending",
-    "export_house_parts",
     "make_problem",
     "retrain_recipe",
     "retrain_student",

@@ -20,9 +20,9 @@ from bespoke.delivery import Reference, measure_against, write_delivery
 from bespoke.errors import BespokeError
 from bespoke.export import CARD, ONNX, SHARED_COST_PREFIX, ModelCard, read_card, save_model_dir
 from bespoke.house import House, assemble_student, student_arch_config
+from bespoke.house.build import build_house
+from bespoke.house.data import house_splits
 from bespoke.search.annealing import AnnealConfig
-from bespoke.search.build import build_house
-from bespoke.search.data import house_splits
 from bespoke.search.job import BlockJob, retrain_recipe
 from bespoke.search.select import TargetSearch, search_target
 from bespoke.targets import Target, load_targets

@@ -45,7 +45,7 @@ class HouseSettings(BaseModel):
     seed: Seed = Field(0, description="seed of sampling, initialisation and batches")
 
     def build_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`bespoke.search.build_house` (names match field by field)."""
+        """Keyword arguments of :func:`bespoke.house.build_house` (names match field by field)."""
         return {**self.model_dump(exclude={"distill"}), "distill": self.distill}
 
 

@@ -15,10 +15,10 @@ from bespoke.data import DataSplits
 from bespoke.delivery import BudgetBracket, Pick, RetryPolicy, retry_to_budget
 from bespoke.errors import BespokeError
 from bespoke.house import House
+from bespoke.house.data import held_out, house_splits, validation_split
+from bespoke.house.latency import HouseCosts, build_latency_table, measure_student
 from bespoke.search.annealing import AnnealConfig, Candidate, Problem, anneal
-from bespoke.search.data import held_out, house_splits, validation_split
 from bespoke.search.estimator import AccuracyEstimator
-from bespoke.search.latency import HouseCosts, build_latency_table, measure_student
 from bespoke.targets import Target
 from bespoke.train import cpu_seconds
 
