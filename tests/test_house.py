@@ -108,6 +108,23 @@ def test_sampling_is_seeded_balanced_and_ids_unique(pool):
         sample(pool, 0, seed=0)
 
 
+def test_a_kind_that_cannot_be_made_costs_attempts_not_places(pool):
+    """Failures are kept with their reason but do not fill the house; a kind failing 3 times in a row is closed."""
+    from bespoke.house.plan import CLOSE_AFTER_FAILURES, Planned, _draw
+
+    def complete(recipe):
+        return Planned(recipe, "channel shuffle" if recipe.kind == "prune" else None)
+
+    drawn = _draw(pool, 10, 0, None, complete)
+    made = [p for p in drawn if p.error is None]
+    failed = [p for p in drawn if p.error]
+    assert len(made) == 10 and "prune" not in {p.recipe.kind for p in made}
+    assert len(failed) == CLOSE_AFTER_FAILURES and {p.recipe.kind for p in failed} == {"prune"}
+    assert len({p.recipe.id for p in drawn}) == len(drawn)
+    with pytest.raises(BespokeError, match=r"no alternative could be made.*broken"):  # stops after `size` failures
+        _draw(pool, 4, 0, None, lambda r: Planned(r, "broken"))
+
+
 def test_student_without_replacement_is_the_teacher(sources):
     model, _ = teacher()
     student = _assemble(sources, [], len(sources.segmentation(TEACHER)))

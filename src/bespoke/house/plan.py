@@ -4,11 +4,13 @@ Describing a candidate looks at shapes only (which donor spans fit a teacher spa
 pruned by); completing it is the expensive part (a donor span's dry run and MAC count, Torch-Pruning's group
 scores), so a house costs what its size costs, not what the whole pool would. A drawn candidate that turns out
 not to fit is replaced by the next one of its kind; one that cannot be made (Torch-Pruning raising on the span)
-stays in the house as ``failed`` with the reason, and the plan goes on.
+stays in the house as ``failed`` with the reason and does not take a place: the plan goes on until ``size``
+alternatives are made, closing a kind that failed :data:`CLOSE_AFTER_FAILURES` times in a row and stopping after
+``size`` failures in all.
 
 Sampling is balanced twice: across kinds (by weight, a kind that runs out hands its share to the others) and,
 within a kind, across teacher spans (round-robin over spans), so a small house still covers the network. The
-round-robin order is drawn weighted by each span's share of the teacher's MACs (weighted sampling without
+round-robin order is drawn weighted by the square of each span's MACs in the teacher (weighted sampling without
 replacement), so a house too small to touch every span replaces the spans that hold the cost first: a budget of
 0.7x the teacher's MACs cannot be reached by replacing spans that hold 5 % of them.
 """
@@ -30,6 +32,11 @@ from bespoke.house.recipe import Recipe
 from bespoke.utils.progress import track
 
 DEFAULT_KIND_WEIGHTS: Mapping[str, float] = {"donor": 0.35, "prune": 0.3, "lowrank": 0.15, "skip": 0.2}
+SPAN_WEIGHT_POWER = 2.0
+"""Span order weight = span MACs to this power: squared rather than proportional, so a house of a handful of
+alternatives concentrates on the few spans that hold the cost (``benchmarks/results/any_cnn.md``)."""
+CLOSE_AFTER_FAILURES = 3
+"""A kind whose completion raised this many times in a row is closed for the house; its share goes to the others."""
 
 
 @dataclass(frozen=True)
@@ -79,11 +86,12 @@ def plan_house(spans: Sequence[Span], ctx: ProposalContext, kinds: Sequence[str]
                weights: Mapping[str, float] | None = None) -> Plan:
     """``size`` alternatives drawn from the described pool (deterministic in ``seed``) and completed.
 
-    A candidate whose completion raises is kept as failed (``Planned.error``), so one span Torch-Pruning cannot
-    handle costs one alternative, not the house.
+    A candidate whose completion raises is kept as failed (``Planned.error``) besides the ``size`` made ones, so
+    one span Torch-Pruning cannot handle costs one attempt, neither the house nor one of its places.
     """
     pool = describe_all(spans, ctx, kinds)
-    span_weights = teacher_span_macs(ctx, {r.span for recipes in pool.values() for r in recipes})
+    macs = teacher_span_macs(ctx, {r.span for recipes in pool.values() for r in recipes})
+    span_weights = {span: m ** SPAN_WEIGHT_POWER for span, m in macs.items()}
     instances = {name: make_kind(name) for name in pool}  # completion caches live in the kind objects
 
     def complete(recipe: Recipe) -> Planned | None:
@@ -151,25 +159,36 @@ def _draw(pool: Mapping[str, list[Recipe]], size: int, seed: int, weights: Mappi
                            "add donors, allow longer spans (--max-span) or more kinds")
     order = sorted(queues)
     read = {k: 0 for k in queues}   # queue position
-    taken = {k: 0 for k in queues}  # alternatives of the kind in the house
+    taken = {k: 0 for k in queues}  # alternatives of the kind made for the house
+    failed_in_row = {k: 0 for k in queues}
     chosen: list[Planned] = []
-    while len(chosen) < size:
+    made = failures = 0
+    while made < size:
         open_kinds = [k for k in queues if read[k] < len(queues[k])]
         if not open_kinds:
             break
         share = {k: max(weights.get(k, 1.0), 0.0) for k in open_kinds}
         total = sum(share.values()) or 1.0
-        n = len(chosen) + 1
-        kind = max(open_kinds, key=lambda k: (share[k] / total * n - taken[k], -order.index(k)))
+        kind = max(open_kinds, key=lambda k: (share[k] / total * (made + 1) - taken[k], -order.index(k)))
         candidate = queues[kind][read[kind]]
         read[kind] += 1
         planned = complete(candidate)
         if planned is None:
             continue
-        taken[kind] += 1
         index = len(chosen)
         update = {"id": f"a{index:04d}", "seed": seed * 1_000_003 + index}
         chosen.append(Planned(planned.recipe.model_copy(update=update), planned.error))
+        if planned.error is None:
+            made += 1
+            taken[kind] += 1
+            failed_in_row[kind] = 0
+            continue
+        failures += 1
+        failed_in_row[kind] += 1
+        if failed_in_row[kind] >= CLOSE_AFTER_FAILURES:  # e.g. Torch-Pruning on channel shuffle: every span fails
+            read[kind] = len(queues[kind])
+        if failures >= size:
+            break
     if not any(p.error is None for p in chosen):
         raise BespokeError("no alternative could be made for any span of the teacher"
                            + (f" ({chosen[0].error})" if chosen else ""),
