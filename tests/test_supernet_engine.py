@@ -156,6 +156,18 @@ def test_next_limit_bisects_between_a_pick_that_met_the_budget_and_one_that_miss
     assert next_limit(12.0, 11.0, 5.0, 9.0, 10.0, 14.0) == pytest.approx(12.0)
 
 
+def test_a_floor_predicted_just_over_the_budget_is_measured_not_refused() -> None:
+    from bespoke.delivery import BudgetBracket, RetryPolicy
+
+    policy = RetryPolicy(margin=0.03)
+    assert BudgetBracket(policy, 10.0, floor=5.0).limit == pytest.approx(9.7)
+    assert BudgetBracket(policy, 10.0, floor=9.9).limit == pytest.approx(9.9)
+    # the reference run's 0.35x target: smallest subnet predicted 0.8 % over the budget -> its limit is the floor
+    assert BudgetBracket(policy, 0.5563, floor=0.5606).limit == pytest.approx(0.5606)
+    assert BudgetBracket(policy, 10.0, floor=11.5, floor_error=0.15).limit == pytest.approx(11.5)
+    assert BudgetBracket(policy, 10.0, floor=11.5).limit == pytest.approx(10.0)  # far over: the search refuses
+
+
 def test_subnet_evaluator_runs_in_channels_last_with_the_plain_layout_answer(data) -> None:
     from bespoke.supernet.calibrate import accuracy, recalibrate_bn
     from bespoke.supernet.evaluator import SubnetEvaluator

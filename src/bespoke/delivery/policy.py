@@ -63,6 +63,9 @@ class BudgetBracket:
 
     ``floor``: the cost model's prediction for the cheapest architecture the engine can offer (0 when it has
     none): a limit is never pushed below it on predictions alone, only a measured miss there ends the search.
+    A floor predicted above the budget by less than the model's error (``floor_error``, its relative
+    leave-one-out error, and at least the policy's margin) starts the search at the floor: the cheapest
+    architecture is measured, not refused on a prediction that may be a few percent off.
     Use: ``limit`` for the next search, :meth:`record` each measured pick until it returns ``True``, then
     :attr:`best` (``None``: every pick missed).
     """
@@ -70,6 +73,7 @@ class BudgetBracket:
     policy: RetryPolicy
     budget: float | None
     floor: float = 0.0
+    floor_error: float = 0.0
     limit: float = math.inf
     attempts: list[Attempt] = field(default_factory=list)
     best: Attempt | None = None
@@ -79,7 +83,12 @@ class BudgetBracket:
     def __post_init__(self) -> None:
         if self.budget is not None:  # keep a safety margin, unless only the margin stands between budget and floor
             limit = self.budget * (1.0 - self.policy.margin)
-            self.limit = max(limit, self.floor) if self.floor <= self.budget else self.budget
+            if self.floor <= self.budget:
+                self.limit = max(limit, self.floor)
+            elif self.floor * (1.0 - max(self.floor_error, self.policy.margin)) <= self.budget:
+                self.limit = self.floor  # within the model's error of the budget: measure the cheapest
+            else:
+                self.limit = self.budget  # the engine's search refuses it, naming the floor
 
     @property
     def misses(self) -> int:

@@ -244,7 +244,7 @@ def choose_for_target(ctx: _Context, target: Target, table: SubnetCosts) -> Targ
     # the smallest subnet's predicted cost, as the search computes it (it must pass the search's own floor test)
     floor = float(table.genome_cost(ctx.net.space)(smallest_genome)[0])
     policy = RetryPolicy(margin=ctx.cfg.budget_margin, retries=ctx.cfg.budget_retries, fill=ctx.cfg.budget_fill)
-    bracket = BudgetBracket(policy, budget, floor=floor)
+    bracket = BudgetBracket(policy, budget, floor=floor, floor_error=table.table.loo.max_abs or 0.0)
     model_dir = ctx.out / target.name
     search_ms: float | None = None
     picks: dict[str, _Pick] = {}
