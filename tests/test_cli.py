@@ -140,6 +140,7 @@ def test_finetune_config_file_and_override(tmp_path, capsys):
 def test_block_engine_cli_api_and_bench_read_one_recipe(tmp_path, capsys, monkeypatch):
     """`house build` / `search` (with and without --config) hand the engine the same BlockJob the API and the
     benchmark build: partial retraining overrides keep DEFAULT_RETRAIN's other keys (flip, KD temperature)."""
+    import bespoke.house as house
     import bespoke.search as search
     from bespoke.search import DEFAULT_RETRAIN, BlockJob
 
@@ -149,7 +150,7 @@ def test_block_engine_cli_api_and_bench_read_one_recipe(tmp_path, capsys, monkey
 
     built = SimpleNamespace(index=SimpleNamespace(memory={}, cost_cpu_s={}, counts=dict))
 
-    monkeypatch.setattr(search, "build_house", lambda *a, **kw: seen.update(house=(a, kw)) or built)
+    monkeypatch.setattr(house, "build_house", lambda *a, **kw: seen.update(house=(a, kw)) or built)
     monkeypatch.setattr(search, "search_and_deliver", lambda *a, **kw: seen.update(search=kw) or [])
     monkeypatch.setattr("bespoke.cli.block.write_block_report", lambda out, dirs: out / "report.md")
 

@@ -26,7 +26,7 @@ import bespoke.export.onnx_export as onnx_export
 from bespoke.errors import BespokeError
 from bespoke.export import ModelCard, check_finite_weights, load_model_dir, read_card, save_model_dir
 from bespoke.export.card import CARD_FORMAT
-from tests.conftest import BENCHMARKS_DIR, TinyNet
+from tests.conftest import TinyNet
 from tests.memory_probe import PEAK_LIMIT_BYTES, run_child
 from tests.test_bad_inputs import ARCH, _disk_full_for, noisy_png, one_thread, refused_with_one_line
 from tests.test_cli import run_cli
@@ -361,9 +361,10 @@ def test_a_hostile_card_costs_no_memory(good, tmp_path, fields):
 
 
 def test_cards_on_disk_without_a_format_still_load():
-    """The benchmark's carried cards predate ``card_format``: they read as format 1, moved into format 2 (the
-    budget fields and the block engine's untyped extras become the typed delivery section)."""
-    cards = sorted((BENCHMARKS_DIR / "carry").rglob("card.json"))
+    """Cards written before ``card_format`` (the reference benchmark's block-engine, TOFA, pruned and teacher cards
+    as carried on 2026-12-02, kept in tests/cards_format1/) read as format 1, moved into format 2 (the budget
+    fields and the block engine's untyped extras become the typed delivery section)."""
+    cards = sorted((Path(__file__).parent / "cards_format1").rglob("card.json"))
     assert cards
     for path in cards:
         old = json.loads(path.read_text())
