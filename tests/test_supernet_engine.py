@@ -367,3 +367,39 @@ def test_a_missed_budget_is_searched_again_and_a_hopeless_one_delivers_nothing(t
         select_subnets(supernet, hopeless, tmp_path / "out2", config=cfg, data=data)
     assert not (tmp_path / "out2" / "macs-095").exists()
     assert "macs-095" in json.loads((tmp_path / "out2" / "selection.json").read_text())["infeasible"]
+
+
+def test_a_retry_aimed_under_the_floor_delivers_the_best_pick_and_a_failing_one_leaves_nothing(
+        trained, data, tmp_path, monkeypatch) -> None:
+    """Picks recalibrate the cost table, so a retry can aim under its new floor: that retry is the smallest
+    subnet (measured if new) and the best pick within budget is delivered; a search that raises anything else
+    leaves no model directory for the bench to count as delivered."""
+    supernet, _ = trained
+    real_search, real_measure = select_module._search, select_module._measure_after_export
+    calls: list[float] = []
+    failure: dict[str, Exception] = {}
+
+    def search(ctx, table, limit, unit):
+        calls.append(limit)
+        if len(calls) > 1:
+            raise failure.get("exc") or InfeasibleBudget(limit, 2 * limit, unit)
+        return real_search(ctx, table, limit, unit)
+
+    def faster_device(*args, **kwargs):  # the first pick leaves half the budget unused: the loop searches again
+        measured = real_measure(*args, **kwargs)
+        return measured.model_copy(update={"value": measured.value * 0.5})
+
+    monkeypatch.setattr(select_module, "_search", search)
+    monkeypatch.setattr(select_module, "_measure_after_export", faster_device)
+    cfg = SelectConfig(predictor_samples=12, predictor_val_images=30, calib_images=32, population=16,
+                       generations=5, calibration_subnets=3, budget_retries=4)
+    roomy = targets_from_dicts([{"name": "macs-05", "runtime": "macs", "budget": "0.5x"}])
+    choice = select_subnets(supernet, roomy, tmp_path / "out", config=cfg, data=data).choices[0]
+    assert len(calls) >= 2 and choice.meets_budget and choice.attempts >= 1  # retries went under the floor
+    assert read_card(choice.model_dir).delivery is not None
+
+    calls.clear()
+    failure["exc"] = RuntimeError("search crashed")
+    with pytest.raises(RuntimeError, match="search crashed"):
+        select_subnets(supernet, roomy, tmp_path / "out2", config=cfg, data=data)
+    assert not (tmp_path / "out2" / "macs-05").exists()

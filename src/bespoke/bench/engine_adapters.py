@@ -57,8 +57,10 @@ def _label(dirs: list[Path], method: str) -> list[Path]:
 
 
 def _delivered(out: Path, targets: list[Target], exc: BespokeError, ctx: BenchContext) -> list[Path]:
-    """The target directories under ``out`` that hold a card; re-raise ``exc`` when there are none."""
-    dirs = [out / t.name for t in targets if (out / t.name / CARD).is_file()]
+    """The target directories under ``out`` that hold a delivered model (a card with its delivery section);
+    re-raise ``exc`` when there are none."""
+    dirs = [out / t.name for t in targets
+            if (out / t.name / CARD).is_file() and read_card(out / t.name).delivery is not None]
     if not dirs:
         raise exc
     ctx.log(f"[bench] engine delivered {len(dirs)} of {len(targets)} target(s): {exc}")

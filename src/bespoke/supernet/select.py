@@ -252,7 +252,14 @@ def choose_for_target(ctx: _Context, target: Target, table: SubnetCosts) -> Targ
 
     def propose(limit: float) -> Pick:
         nonlocal search_ms
-        best, pred_acc, pred_cost, ms = _search(ctx, table, limit, target.unit)
+        try:
+            best, pred_acc, pred_cost, ms = _search(ctx, table, limit, target.unit)
+        except InfeasibleBudget as exc:
+            if not bracket.attempts:  # the first search: the budget is out of reach on any prediction error
+                raise
+            # a retry aimed under the floor (recalibrated by the picks measured so far): nothing is cheaper than
+            # the smallest subnet, which the loop measures if it is new and otherwise ends with the best pick
+            best, pred_acc, pred_cost, ms = smallest, float(ctx.fit.predict_genomes(smallest_genome)[0]), exc.floor, 0.0
         search_ms = ms if search_ms is None else search_ms  # the first answer is what a new target costs
         if bracket.tried(best.key()) and bracket.best is None:
             # every pick missed down to the table's floor (the search keeps finding subnets the table
@@ -275,7 +282,11 @@ def choose_for_target(ctx: _Context, target: Target, table: SubnetCosts) -> Targ
         last = picks[pick.key] = _Pick(best, pred_acc, pred_cost, sub, card, final, after)
         return after.value
 
-    retry_to_budget(bracket, propose, measure)
+    try:
+        retry_to_budget(bracket, propose, measure)
+    except BaseException:  # a pick written by measure() is not a delivery: leave no directory behind
+        shutil.rmtree(model_dir, ignore_errors=True)
+        raise
     if bracket.best is None:
         shutil.rmtree(model_dir, ignore_errors=True)
         raise MissedBudget(float(budget or 0.0), target.unit, [(a.key, a.measured) for a in bracket.attempts])
