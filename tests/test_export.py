@@ -147,3 +147,16 @@ def test_every_command_works_on_every_engines_model_dir_in_a_fresh_process(kind,
         assert done.returncode == 0, done.stderr[-2000:]
     card = read_card(tmp_path / "m")
     assert card.latency["count"]["value"] == card.macs > 0
+
+
+def test_a_card_with_an_unknown_key_is_refused(tmp_path, tiny_net):
+    """``ModelCard`` is ``extra="forbid"``: a typo or an engine's untyped extra is an error, not a silent field."""
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="meets_budgte"):
+        _card(meets_budgte=True)
+    save_model_dir(tmp_path, tiny_net, _card())
+    on_disk = json.loads((tmp_path / "card.json").read_text())
+    (tmp_path / "card.json").write_text(json.dumps({**on_disk, "meets_budgte": True}))
+    with pytest.raises(BespokeError, match="meets_budgte"):
+        read_card(tmp_path)
