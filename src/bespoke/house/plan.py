@@ -11,8 +11,8 @@ alternatives are made, closing a kind that failed :data:`CLOSE_AFTER_FAILURES` t
 Sampling is balanced twice: across kinds (by weight, a kind that runs out hands its share to the others) and,
 within a kind, across teacher spans (round-robin over spans), so a small house still covers the network. The
 round-robin order is drawn weighted by the square of each span's MACs in the teacher (weighted sampling without
-replacement), so a house too small to touch every span replaces the spans that hold the cost first: a budget of
-0.7x the teacher's MACs cannot be reached by replacing spans that hold 5 % of them.
+replacement), so a house too small to touch every span replaces the spans that hold the cost first:
+a budget well under the teacher's cost cannot be reached by replacing spans that hold little of it.
 """
 
 from __future__ import annotations

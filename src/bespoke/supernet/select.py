@@ -231,7 +231,7 @@ class _Pick:
 def choose_for_target(ctx: _Context, target: Target, table: SubnetCosts) -> TargetChoice:
     """Search, extract, recalibrate, evaluate, export and measure (after export) the subnet of one target.
 
-    The per-block table predicts a single subnet only to 10-50 % (worst for small subnets), so the measurement
+    A cost table predicts one subnet only up to its error (worst for small subnets), so the measurement
     after export steers the search limit through the shared :class:`~bespoke.delivery.BudgetBracket`
     (``budget_retries`` extra searches; down to, and including, the smallest subnet). The best pick that met the
     budget (highest predicted accuracy) is delivered; a target where every pick missed gets no model directory
