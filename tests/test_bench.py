@@ -223,19 +223,40 @@ def test_cost_of_k_targets() -> None:
     assert "cost(K) = preparation + K x per-target" in costs_markdown(list(costs.values()))
 
 
+def test_redeliver_forgets_an_engines_deliveries_and_keeps_its_preparation(tmp_path: Path) -> None:
+    from bespoke.bench.run import _check_engine_names, _forget_deliveries
+    from bespoke.bench.stages import StageRecord
+
+    out = tmp_path / "run"
+    delivered, prepared, outside = out / "engines/tofa/models/t1", out / "engines/tofa/supernet", tmp_path / "x"
+    for d in (delivered, prepared, outside):
+        write_card(d, card(5.0))
+    ledger = StageLedger(out / "stages.json")
+    ledger.put(StageRecord(name="tofa", method="tofa", role="one-off", status="done",
+                           dirs=[str(delivered), str(outside)]))
+    ledger.put(StageRecord(name="bespoke", method="bespoke", role="one-off", status="done", dirs=[]))
+    lines: list[str] = []
+    _forget_deliveries(ledger, out, ["tofa"], lines.append)
+    assert not delivered.exists() and prepared.exists() and outside.exists()  # nothing outside the run is deleted
+    assert set(StageLedger(out / "stages.json").records) == {"bespoke"}
+    assert "2 delivered model(s) deleted" in lines[0]
+    with pytest.raises(BespokeError, match=r"unknown engine stage.*tofaa"):
+        _check_engine_names(["tofaa"])
+
+
 def test_bench_command_is_a_thin_typer_function() -> None:
     import typer
     from typer.testing import CliRunner
 
     from bespoke.cli.bench import bench_command
 
-    assert list(inspect.signature(bench_command).parameters) == ["preset", "smoke", "out", "remeasure"]
+    assert list(inspect.signature(bench_command).parameters) == ["preset", "smoke", "out", "remeasure", "redeliver"]
     app = typer.Typer()
     app.command("bench")(bench_command)
     app.command("other")(lambda: None)  # two commands: "bench" is a sub-command, as in the real app
     result = CliRunner().invoke(app, ["bench", "--help"])
     assert result.exit_code == 0 and "--smoke" in result.output and "--preset" in result.output
-    assert "--remeasure" in result.output
+    assert "--remeasure" in result.output and "--redeliver" in result.output
 
 
 def test_demo_preset_takes_the_flags_and_validates(tmp_path):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,19 +43,24 @@ class BenchResults:
 @locks_output("out")
 def run_bench(preset: str | Path | BenchPreset = "fashion-mnist", out: str | Path = "benchmarks/results",
               smoke: bool = False, *, engines: Mapping[str, EngineStage] | None = None,
-              remeasure: bool = False, log: Callable[[str], None] = print) -> BenchResults:
+              remeasure: bool = False, redeliver: Sequence[str] = (),
+              log: Callable[[str], None] = print) -> BenchResults:
     """Run (or resume) the benchmark ``preset`` into ``out``; write results.json, results.md, pareto.png.
 
     Every stage is skipped when its model directory is complete, so running the same command again after an
     interruption continues where it stopped. ``engines`` defaults to the registered engine stages.
     ``remeasure``: time every finished model again (not the reference teacher, whose value sets the budgets).
+    ``redeliver``: engine stages whose delivered models are deleted and made again (search, retraining and
+    delivery); their preparation (house, supernet, cost tables) is kept and resumed, not redone.
     """
+    _check_engine_names(redeliver)
     spec = preset if isinstance(preset, BenchPreset) else load_preset(preset, smoke=smoke)
     out = Path(out)
     _claim_out_dir(out, spec, smoke, log)
     ctx = _make_context(spec, out, smoke, log)
     ctx.remeasure = remeasure
     ledger = StageLedger(out / "stages.json")
+    _forget_deliveries(ledger, out, redeliver, log)
     records = teacher_stages(ctx, ledger) + donor_stages(ctx, ledger) + pruned_stages(ctx, ledger)
     engine_status: dict[str, dict[str, str]] = {}
     registered = engine_stages()
@@ -79,6 +85,26 @@ def run_bench(preset: str | Path | BenchPreset = "fashion-mnist", out: str | Pat
     log(f"[bench] wrote {out / 'results.md'}")
     files = {k: out / k for k in ("results.json", "results.md", "pareto.png")}
     return BenchResults(out=out, rows=rows, records=records, costs=costs, engines=engine_status, files=files)
+
+
+def _check_engine_names(engines: Sequence[str]) -> None:
+    known = set(engine_stages()) | set(EXPECTED_ENGINES)
+    unknown = [e for e in engines if e not in known]
+    if unknown:
+        raise BespokeError(f"unknown engine stage(s) to redeliver: {', '.join(unknown)}",
+                           f"use one of: {', '.join(sorted(known))}")
+
+
+def _forget_deliveries(ledger: StageLedger, out: Path, engines: Sequence[str], log: Callable[[str], None]) -> None:
+    """Drop the named engine stages' records and delete the model directories they delivered (inside ``out``)."""
+    root = out.resolve()
+    for name in engines:
+        record = ledger.drop(name)
+        for directory in record.dirs if record else []:
+            if Path(directory).resolve().is_relative_to(root):
+                shutil.rmtree(directory, ignore_errors=True)
+        log(f"[bench] engine {name}: " + (f"{len(record.dirs)} delivered model(s) deleted, delivering again"
+                                          if record else "not run before"))
 
 
 def _claim_out_dir(out: Path, spec: BenchPreset, smoke: bool, log: Callable[[str], None] = print) -> None:

@@ -68,8 +68,18 @@ class StageLedger:
 
     def put(self, record: StageRecord) -> StageRecord:
         self.records[record.name] = record
-        write_json(self.path, {name: asdict(rec) for name, rec in self.records.items()})
+        self._write()
         return record
+
+    def drop(self, name: str) -> StageRecord | None:
+        """Forget one stage (it runs again on the next call); returns its record."""
+        record = self.records.pop(name, None)
+        if record is not None:
+            self._write()
+        return record
+
+    def _write(self) -> None:
+        write_json(self.path, {name: asdict(rec) for name, rec in self.records.items()})
 
 
 def run_model_stage(ledger: StageLedger, name: str, model_dir: Path, make: Callable[[], ModelCard], *,

@@ -19,6 +19,10 @@ def bench_command(
                                             "reading joins the earlier ones and the table shows their median "
                                             "(run it again for more readings); the reference teacher keeps its "
                                             "value, so the budgets stay")] = False,
+    redeliver: Annotated[str, typer.Option(help="comma-separated engine stages (bespoke, tofa, ...) whose "
+                                           "delivered models are deleted and made again: search, retraining "
+                                           "and delivery rerun, the house / supernet and cost tables are "
+                                           "kept")] = "",
 ) -> None:
     """Run (or resume) a benchmark: teacher, donors, pruned + KD baselines, the engines; measure every model.
 
@@ -29,5 +33,6 @@ def bench_command(
     from bespoke.bench import run_bench
 
     target = out or Path("runs/bench-smoke" if smoke else "benchmarks/results")
-    result = run_bench(preset, target, smoke, remeasure=remeasure)
+    engines = [e.strip() for e in redeliver.split(",") if e.strip()]
+    result = run_bench(preset, target, smoke, remeasure=remeasure, redeliver=engines)
     typer.echo(f"done: {result.files['results.md']} ({len(result.rows)} models)")
