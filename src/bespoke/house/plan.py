@@ -34,7 +34,7 @@ from bespoke.utils.progress import track
 DEFAULT_KIND_WEIGHTS: Mapping[str, float] = {"donor": 0.35, "prune": 0.3, "lowrank": 0.15, "skip": 0.2}
 SPAN_WEIGHT_POWER = 2.0
 """Span order weight = span MACs to this power: squared rather than proportional, so a house of a handful of
-alternatives concentrates on the few spans that hold the cost (``benchmarks/results/any_cnn.md``)."""
+alternatives concentrates on the few spans that hold the cost (``benchmarks/results/house_coverage.md``)."""
 CLOSE_AFTER_FAILURES = 3
 """A kind whose completion raised this many times in a row is closed for the house; its share goes to the others."""
 
