@@ -110,7 +110,14 @@ def test_bench_smoke_engine_stage_delivers_through_the_bench(engine: str, tmp_pa
         assert row["accuracy"] is not None and row["latency_1t_ms"] > 0 and row["latency_2t_ms"] > 0
         assert row["pred_ms"] is not None and row["pred_ms"] > 0 and row["params"] and row["macs"]
         card = json.loads((Path(row["path"]) / CARD).read_text())
-        assert card["delivery"]["budget"] == "0.5x" and card["delivery"]["meets_budget"] is True
+        delivery = card["delivery"]
+        # the verdict is the measurement's (no timing is asserted here): a block-engine reading that contradicts
+        # the search's measurement of the same architecture is confirmed by two more
+        assert delivery["budget"] == "0.5x" and delivery["meets_budget"] in (True, False)
+        if engine == "tofa":  # TOFA's verdict is its search's measurement of the delivered file itself
+            assert len(delivery["readings"]) == 1
+        else:
+            assert len(delivery["readings"]) in ((1, 3) if delivery["meets_budget"] else (3,))
         # the engine's own verdict stays in its card; the bench judges against its own absolute budget
         assert row["budget_value"] == pytest.approx(doc["budgets"][card["delivery"]["target"]]["value"])
     cost = {c["method"]: c for c in doc["costs"]}[engine]

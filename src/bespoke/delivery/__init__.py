@@ -7,10 +7,10 @@ by the benchmark, the reports and the CLI. How the search limit follows the meas
 for all of them (:class:`BudgetBracket`), and so is the loop that applies it (:func:`retry_to_budget`).
 """
 
-from bespoke.delivery.measure import Reference, measure_against
+from bespoke.delivery.measure import Reference, confirm_verdict, measure_against
 from bespoke.delivery.policy import Attempt, BudgetBracket, RetryPolicy, next_limit
 from bespoke.delivery.retry import Pick, retry_to_budget
 from bespoke.delivery.section import write_delivery
 
-__all__ = ["Attempt", "BudgetBracket", "Pick", "Reference", "RetryPolicy", "measure_against", "next_limit",
-           "retry_to_budget", "write_delivery"]
+__all__ = ["Attempt", "BudgetBracket", "Pick", "Reference", "RetryPolicy", "confirm_verdict", "measure_against",
+           "next_limit", "retry_to_budget", "write_delivery"]
