@@ -1,7 +1,8 @@
 """How well does the shared cost model (bespoke.cost) predict delivered models? No training needed: latency does
 not depend on trained weights.
 
-    .venv/bin/python benchmarks/cost_model.py [--out runs/cost-model] [--house-size 12] [--calibration 10]
+    .venv/bin/python benchmarks/cost_model.py [--out runs/cost-model] [--house-size 12] [--calibration 10] \
+        [--precision int8]
 
 The reference teacher architecture (EfficientNet-Lite2 from the zoo with its ImageNet weights, 64 px, 10 classes):
 
@@ -41,9 +42,15 @@ TEACHER, RESOLUTION, CLASSES = "efficientnet_lite2", 64, 10
 FACTORS = (0.7, 0.5, 0.35)
 
 
+#: fp32 or int8 (set by --precision): an int8 target times every part, reference and pick statically quantized, and
+#: its relative budgets are fractions of the reference quantized the same way
+PRECISION = ["fp32"]
+
+
 def targets() -> list[Target]:
-    return [Target(name=f"ort1-{f}x", runtime="onnxruntime", threads=1, batch=1, budget=Budget.parse(f"{f}x"))
-            for f in FACTORS]
+    tag = "" if PRECISION[0] == "fp32" else f"{PRECISION[0]}-"
+    return [Target(name=f"ort1-{tag}{f}x", runtime="onnxruntime", threads=1, batch=1, precision=PRECISION[0],
+                   budget=Budget.parse(f"{f}x")) for f in FACTORS]
 
 
 def teacher() -> torch.nn.Module:
@@ -140,7 +147,9 @@ def block_rows(out: Path, size: int, distill_steps: int) -> tuple[list[dict[str,
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["# Cost model: predicted vs measured (delivered picks)", "",
+    precision = result.get("precision", "fp32")
+    title = "" if precision == "fp32" else f", {precision} targets (parts, reference and picks timed quantized)"
+    lines = [f"# Cost model: predicted vs measured (delivered picks){title}", "",
              f"Command: `{result['command']}`; {result['machine'].get('cpu', '')}; measured on a shared, noisy "
              "machine unless noted.", "",
              "| engine | target | budget ms | predicted ms | measured ms | rel. err | meets | attempts | LOO max |",
@@ -165,8 +174,10 @@ def main() -> None:
     parser.add_argument("--distill-steps", type=int, default=10)
     parser.add_argument("--calibration", type=int, default=10)
     parser.add_argument("--engines", nargs="+", default=["block", "tofa"], choices=["tofa", "block"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
+    PRECISION[0] = args.precision
     torch.set_num_threads(2)
     np.random.seed(0)
     rows, tables = [], {}
@@ -177,9 +188,10 @@ def main() -> None:
     result = {"command": "python benchmarks/cost_model.py " + " ".join(
                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "results")
                   and not isinstance(v, list)),
-              "machine": machine_info(), "rows": rows, "tables": tables}
-    write_json(args.results / "cost_model.json", result)
-    write_text(args.results / "cost_model.md", markdown(result))
+              "machine": machine_info(), "precision": args.precision, "rows": rows, "tables": tables}
+    name = "cost_model" if args.precision == "fp32" else f"cost_model_{args.precision}"
+    write_json(args.results / f"{name}.json", result)
+    write_text(args.results / f"{name}.md", markdown(result))
     print(markdown(result))
 
 

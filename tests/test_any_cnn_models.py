@@ -137,6 +137,8 @@ def test_auto_memory_format_avoids_channels_last_for_repvgg_on_cpu() -> None:
     assert resolve_memory_format(plain, "auto", cpu) == "channels_last"
     assert resolve_memory_format(repvgg, "channels_last", cpu) == "channels_last"  # an explicit choice stands
     assert resolve_memory_format(plain, "contiguous", cpu) == "contiguous"
+    # a student assembled from a RepVGG teacher's traced segments no longer names RepVggBlock: its teacher decides
+    assert resolve_memory_format(plain, "auto", cpu, repvgg) == "contiguous"
 
 
 @pytest.mark.parametrize("fmt", ["contiguous", "channels_last"])

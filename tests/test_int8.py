@@ -14,9 +14,9 @@ from bespoke.export import ModelCard, load_model_dir, read_card, save_model_dir,
 from bespoke.pipeline import profile_model_dir
 from bespoke.quantize import PTQSearch, PTQSettings, predict, quantize_graph, quantize_model_dir, sample_images
 from bespoke.quantize.choose import rank_sensitive_nodes
-from bespoke.quantize.ptq import prepare_graph
 from bespoke.report.rows import collect_cards
 from bespoke.targets import Target, targets_from_dicts
+from bespoke.targets.int8 import prepare_graph
 from bespoke.zoo import create_model
 from tests.test_cli import run_cli
 from tests.test_reliability_kill import image_folder
@@ -161,3 +161,43 @@ def test_a_setting_slower_than_fp32_is_never_chosen(world, monkeypatch):
     speed["QOperator"] = 1.05
     with pytest.raises(BespokeError, match=r"no INT8 setting is at least 1\.1x faster"):
         choose.choose_settings(fp32, images, images, labels, int8_target(), search)
+
+
+def test_an_int8_target_times_graphs_quantized_and_leaves_quantized_ones_alone(world):
+    import onnx
+
+    from bespoke.targets import as_deployed, is_quantized, measure, timing_graph
+
+    fp32 = (world[1] / "model.onnx").read_bytes()
+    timed = timing_graph(fp32)
+    ops = {n.op_type for n in onnx.load_from_string(timed).graph.node}
+    assert not is_quantized(fp32) and is_quantized(timed) and "QLinearConv" in ops
+    assert timing_graph(timed) is timed and as_deployed(fp32, "fp32") is fp32
+    assert timing_graph(fp32) == timed  # seeded calibration: the same graph every time
+    model, _ = load_model_dir(world[1])
+    m = measure(model, int8_target(), 32)
+    assert m.value > 0 and m.unit == "ms"
+
+
+def test_an_int8_cost_table_holds_parts_timed_quantized(world, tmp_path):
+    """Parts, the reference and calibration points of an int8 table are all timed as INT8 graphs, in a table of
+    their own (no timing is asserted: the values are measured, not compared)."""
+    import torch
+    from torch import nn
+
+    from bespoke.cost import grow_table, load_table
+    from bespoke.delivery import Reference, measure_against
+
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+    b = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                      nn.Linear(8, 3))
+    whole = nn.Sequential(a, b).eval()
+    parts = {"a@1x3x16x16": (lambda: a, (1, 3, 16, 16)), "b@1x8x16x16": (lambda: b, (1, 8, 16, 16))}
+    target = int8_target()
+    table = grow_table(tmp_path, target, parts, reference=whole, resolution=16, reference_key="whole",
+                       reference_parts=list(parts))
+    assert table.settings["precision"] == "int8" and set(table.parts) == set(parts) and table.reference > 0
+    assert load_table(tmp_path, Target(name="fp32", runtime="onnxruntime", **FAST)) is None
+    m, now = measure_against(whole, Reference(whole, 16, value=table.reference), target, 16)
+    assert m.value > 0 and now > 0 and m.details["reference_value_ms"] == pytest.approx(table.reference, rel=1e-3)

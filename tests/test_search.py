@@ -15,6 +15,7 @@ from bespoke.cost import CostTable
 from bespoke.errors import BespokeError
 from bespoke.export import load_model_dir, read_card
 from bespoke.house import HouseCosts, build_house
+from bespoke.quantize import PTQSearch
 from bespoke.search import (
     AnnealConfig,
     Candidate,
@@ -28,6 +29,10 @@ from bespoke.search.estimator import AccuracyEstimator
 from bespoke.targets import targets_from_dicts
 from bespoke.train import FinetuneConfig
 from tests.test_house_helpers import R, house_kwargs, one_thread, splits
+
+#: one quantization setting, without the speed rule (a tiny graph is not faster in INT8)
+ONE_PTQ = PTQSearch(formats=("QOperator",), weight_types=("uint8",), methods=("MinMax",), reduce_range=(False,),
+                    min_speedup=0)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -228,6 +233,8 @@ def test_end_to_end_tiny_run_writes_model_directories(tmp_path):
     targets = targets_from_dicts([
         {"name": "macs", "runtime": "macs", "budget": "0.97x"},
         {"name": "ort1", "runtime": "onnxruntime", "threads": 1, "budget": "20x", "warmup": 1, "repeats": 3},
+        {"name": "ort1-int8", "runtime": "onnxruntime", "precision": "int8", "budget": "20x", "warmup": 1,
+         "repeats": 3},
     ])
     data = splits()
     house = build_house(**house_kwargs(out=tmp_path / "house", data=data, targets=targets))
@@ -236,8 +243,9 @@ def test_end_to_end_tiny_run_writes_model_directories(tmp_path):
     assert list((tmp_path / "house" / "latency").glob("*.json"))
     cards = search_and_deliver(house, targets, out=tmp_path / "out", data=data, eval_images=32,
                                anneal_config=AnnealConfig(iterations=15),
-                               retrain=FinetuneConfig(epochs=1, batch_size=32, kd_weight=0.5))
-    assert [c.target for c in cards] == ["macs", "ort1"]
+                               retrain=FinetuneConfig(epochs=1, batch_size=32, kd_weight=0.5), ptq=ONE_PTQ,
+                               agreement_threshold=0.0)
+    assert [c.target for c in cards] == ["macs", "ort1", "ort1-int8"]
     macs = read_card(tmp_path / "out" / "macs")
     assert macs.engine == "bespoke" and macs.budget == "0.97x" and macs.accuracy is not None
     d = macs.delivery
@@ -251,6 +259,13 @@ def test_end_to_end_tiny_run_writes_model_directories(tmp_path):
     assert (tmp_path / "out" / "ort1" / "model.onnx").is_file()
     with torch.no_grad():
         assert model(torch.randn(2, 3, R, R)).shape == (2, 4)
+    # int8: searched on a table of quantized parts, delivered as the INT8 graph of an fp32 twin kept beside it
+    int8 = read_card(tmp_path / "out" / "ort1-int8")
+    assert int8.precision == "int8" and int8.quantization is not None and int8.delivery.measured > 0
+    assert int8.quantization.fp32_twin == str((tmp_path / "out" / ".work" / "ort1-int8" / "fp32").resolve())
+    assert read_card(int8.quantization.fp32_twin).precision == "fp32"
+    tables = [json.loads(p.read_text()) for p in (tmp_path / "house" / "latency").glob("*.json")]
+    assert {t["settings"]["precision"] for t in tables} == {"fp32", "int8"}
     again = search_and_deliver(house, targets, out=tmp_path / "out", data=data)
     assert [c.created for c in again] == [c.created for c in cards], "delivered targets are not redone"
 

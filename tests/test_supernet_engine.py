@@ -301,6 +301,31 @@ def test_select_delivers_verified_model_dirs_per_target(trained, data, tmp_path)
     assert (tmp_path / "out2" / "params-04" / "card.json").is_file()
 
 
+def test_an_int8_target_gets_the_int8_graph_of_a_subnet_searched_on_quantized_parts(trained, data, tmp_path
+                                                                                     ) -> None:
+    from bespoke.quantize import PTQSearch
+
+    supernet, _ = trained
+    # a loose budget: this checks the int8 path (tiny graphs are not faster quantized), not a speed-up
+    targets = targets_from_dicts([{"name": "ort-int8", "runtime": "onnxruntime", "precision": "int8",
+                                   "budget": "5x", "repeats": 5, "warmup": 1}])
+    one = PTQSearch(formats=("QOperator",), weight_types=("uint8",), methods=("MinMax",), reduce_range=(False,),
+                    min_speedup=0)
+    cfg = SelectConfig(predictor_samples=12, predictor_val_images=30, calib_images=32, population=16,
+                       generations=5, calibration_subnets=3, ptq=one, int8_agreement=0.0)
+    result = select_subnets(supernet, targets, tmp_path / "out", config=cfg, data=data)
+    (choice,) = result.choices
+    card = read_card(choice.model_dir)
+    assert Path(choice.model_dir) == tmp_path / "out" / "ort-int8"
+    assert card.precision == "int8" and card.quantization is not None and card.engine == "tofa"
+    assert card.quantization.fp32_twin == str((tmp_path / "out" / ".fp32" / "ort-int8").resolve())
+    assert card.delivery.measured == pytest.approx(choice.measured_cost, rel=1e-3) and choice.meets_budget
+    tables = [json.loads(p.read_text()) for p in (supernet / "latency").glob("*.json")]
+    assert "int8" in {t["settings"]["precision"] for t in tables}
+    again = select_subnets(supernet, targets, tmp_path / "out", config=cfg, data=data)  # a rerun resumes
+    assert again.choices[0].model_dir == choice.model_dir and again.choices[0].config == choice.config
+
+
 def test_a_missed_budget_is_searched_again_and_a_hopeless_one_delivers_nothing(trained, data, tmp_path,
                                                                                  monkeypatch) -> None:
     """A target that runs every subnet slower than the cost table predicts: the first pick misses, the next

@@ -9,6 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from bespoke.targets import Measurement, Target, export_onnx_bytes, measure, measure_paired
+from bespoke.targets.int8 import as_deployed
 from bespoke.targets.measure import image_shape
 
 
@@ -21,12 +22,14 @@ class Reference:
     model: nn.Module
     resolution: int
     value: float | None = None
-    _onnx: dict[int, bytes] = field(default_factory=dict, repr=False)
+    _onnx: dict[tuple[int, str], bytes] = field(default_factory=dict, repr=False)
 
-    def onnx(self, batch: int) -> bytes:
-        if batch not in self._onnx:
-            self._onnx[batch] = export_onnx_bytes(self.model, image_shape(batch, self.resolution), dynamic_batch=True)
-        return self._onnx[batch]
+    def onnx(self, batch: int, precision: str = "fp32") -> bytes:
+        """The reference as a target of ``precision`` runs it (int8: quantized for timing)."""
+        if (batch, precision) not in self._onnx:
+            fp32 = export_onnx_bytes(self.model, image_shape(batch, self.resolution), dynamic_batch=True)
+            self._onnx[(batch, precision)] = as_deployed(fp32, precision)  # type: ignore[assignment]
+        return self._onnx[(batch, precision)]
 
 
 def measure_against(model: nn.Module | str | Path, reference: Reference, target: Target, resolution: int,
@@ -35,13 +38,15 @@ def measure_against(model: nn.Module | str | Path, reference: Reference, target:
     value on that scale now.
 
     onnxruntime: timed in alternation with the reference (:func:`bespoke.targets.measure_paired`), so machine drift
-    falls on both. torch: each measured, the model scaled by reference value / reference now. Counting runtimes
+    falls on both; for an int8 target both run as it runs them (fp32 graphs quantized for timing). torch: each
+    measured, the model scaled by reference value / reference now. Counting runtimes
     (MACs, parameters, memory) are exact and need no scale.
     """
     if target.runtime == "onnxruntime":
         source = onnx if onnx is not None else export_onnx_bytes(model, image_shape(target.batch, resolution),
                                                                  dynamic_batch=True)  # type: ignore[arg-type]
-        m = measure_paired(source, reference.onnx(target.batch), target, reference_value=reference.value)
+        m = measure_paired(as_deployed(source, target.precision), reference.onnx(target.batch, target.precision),
+                           target, reference_value=reference.value)
         return m, float(m.details["reference_value_ms"])
     if not isinstance(model, nn.Module):
         raise TypeError("only onnxruntime targets measure an ONNX file here")

@@ -10,10 +10,12 @@ its weights change) and reported as diverged; the others carry on.
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,7 +32,7 @@ from bespoke.train import (
     make_optimizer,
     make_scheduler,
 )
-from bespoke.utils.device import autocast, channels_last
+from bespoke.utils.device import autocast, channels_last, channels_last_safe
 from bespoke.utils.progress import make_progress
 from bespoke.utils.seed import Seed
 
@@ -47,6 +49,9 @@ class DistillConfig(BaseModel):
     group_size: int = Field(16, ge=1, description="alternatives trained from one shared teacher pass")
     val_images: int = Field(256, ge=0, description="held-out images for val feature loss and swap accuracy")
     max_cache_mb: float = Field(256.0, gt=0, description="cap on the held-out activation cache")
+    memory_format: Literal["auto", "channels_last", "contiguous"] = Field(
+        "auto", description="layout while distilling: channels_last (faster convolutions on CPU), contiguous, or "
+                            "auto (channels_last unless the modules hold a block known to break in it)")
     seed: Seed = 0
     device: str = "auto"
 
@@ -106,13 +111,17 @@ def distill_group(seg: Segmentation, jobs: Sequence[DistillJob], next_batch: Cal
     upto = max(job.end for job in jobs)
     needed = sorted({j.start for j in jobs} | {j.end for j in jobs})
     batch_bytes = 0
-    layout = channels_last(*seg.segments, *(job.module for job in jobs))  # NHWC: faster convolutions on CPU
+    modules = (*seg.segments, *(job.module for job in jobs))
+    nhwc = cfg.memory_format == "channels_last" or (cfg.memory_format == "auto"
+                                                    and channels_last_safe(device, *modules))
+    layout = channels_last(*modules) if nhwc else contextlib.nullcontext()
+    image_format = torch.channels_last if nhwc else torch.contiguous_format
     with layout, make_progress() as progress:
         task = progress.add_task(f"distill {len(jobs)} alternatives", total=cfg.steps, postfix="")
         for step in range(cfg.steps):
             if not alive:
                 break
-            acts = teacher_boundaries(seg, next_batch().to(device, memory_format=torch.channels_last), upto)
+            acts = teacher_boundaries(seg, next_batch().to(device, memory_format=image_format), upto)
             batch_bytes = max(batch_bytes, tensor_bytes(acts[k] for k in needed))
             for job_id in list(alive):
                 job = alive[job_id]

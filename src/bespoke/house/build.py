@@ -35,7 +35,7 @@ from bespoke.house.recipe import Recipe
 from bespoke.house.sources import TEACHER, SourceSet, build_time_sources
 from bespoke.targets import Target, load_targets
 from bespoke.train import cpu_seconds
-from bespoke.utils.device import pick_device
+from bespoke.utils.device import channels_last_safe, pick_device
 from bespoke.utils.executor import Executor, LocalExecutor, make_executor
 from bespoke.utils.lock import locks_output
 from bespoke.utils.seed import check_seed, seed_everything
@@ -121,6 +121,10 @@ def build_house(teacher: str | Path | nn.Module, *, donors: Sequence[str] = DEFA
         house.save_index()
     else:
         sources = None  # built where the groups are trained
+    if cfg.memory_format == "auto":  # traced segments no longer name their blocks: decide on the teacher itself
+        net = teacher_model if sources is not None else house.teacher_model()
+        layout = "channels_last" if channels_last_safe(pick_device(cfg.device), net) else "contiguous"
+        cfg = cfg.model_copy(update={"memory_format": layout})
     distill_pending(house, sources, splits, cfg, fit_adapters_first=fit_adapters_first, executor=executor)
     for target in _targets(targets):
         build_latency_table(house, target)

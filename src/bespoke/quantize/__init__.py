@@ -7,9 +7,9 @@ calibrate (seeded, preprocessed images and the calibration reader) -> ptq (one s
 
 from bespoke.quantize.calibrate import ImageReader, sample_images
 from bespoke.quantize.choose import Candidate, Choice, PTQSearch, choose_settings, rank_sensitive_nodes
-from bespoke.quantize.job import AGREEMENT_THRESHOLD, default_out, quantize_model_dir
+from bespoke.quantize.job import AGREEMENT_THRESHOLD, default_out, quantize_model_dir, quantize_to
 from bespoke.quantize.ptq import PTQSettings, predict, quantize_graph, top1_on
 
 __all__ = ["AGREEMENT_THRESHOLD", "Candidate", "Choice", "ImageReader", "PTQSearch", "PTQSettings",
-           "choose_settings", "default_out", "predict", "quantize_graph", "quantize_model_dir",
+           "choose_settings", "default_out", "predict", "quantize_graph", "quantize_model_dir", "quantize_to",
            "rank_sensitive_nodes", "sample_images", "top1_on"]

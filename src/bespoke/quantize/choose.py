@@ -31,11 +31,11 @@ from bespoke.quantize.ptq import (
     QuantFormatName,
     TypeName,
     predict,
-    prepare_graph,
     quantize_graph,
     top1,
 )
 from bespoke.targets import Target, measure_paired
+from bespoke.targets.int8 import prepare_graph
 
 
 class PTQSearch(BaseModel):

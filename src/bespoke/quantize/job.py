@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bespoke.data import load_dataset
+from bespoke.data import DataSplits, load_dataset
 from bespoke.delivery import write_delivery
 from bespoke.errors import BespokeError
 from bespoke.export import CARD, ONNX, WEIGHTS, ModelCard, Quantization, read_card, save_quantized_model_dir
@@ -55,41 +55,61 @@ def quantize_model_dir(directory: str | Path, data: str, targets: Sequence[Targe
     if twin.precision != "fp32":
         raise BespokeError(f"{directory} is already an {twin.precision} model directory",
                            "quantize the fp32 model directory it was made from")
-    fp32 = (directory / ONNX).read_bytes()
     out = Path(out) if out is not None else default_out(directory)
     with output_lock(out):
         todo = [t for t in int8 if not _done(out / t.name, directory)]
         if not todo:
             return {t.name: out / t.name for t in int8}
-        start = cpu_seconds()
         splits = load_dataset(data, resolution=twin.resolution, seed=seed, val_fraction=val_fraction,
                               test_limit=test_limit)
-        where = f"{splits.name} ({data})"
-        calib, _ = sample_images(splits.train, calibration, seed=seed, mean=twin.mean, std=twin.std,
-                                 what=f"calibration data: training split of {where}")
-        val, val_labels = sample_images(splits.val, selection, seed=seed, mean=twin.mean, std=twin.std,
-                                        what=f"held-out data: validation split of {where}")
-        if len(splits.test) == 0:
-            raise BespokeError(f"test data: test split of {where}: no images",
-                               "the agreement with fp32 is measured on the test split")
+        fp32 = (directory / ONNX).read_bytes()
         for target in todo:
-            with make_progress() as progress:
-                task = progress.add_task(f"quantize {target.name}", total=len(search.grid()), postfix="")
-                choice = choose_settings(fp32, calib, val, val_labels, target, search, log=log,
-                                         step=lambda task=task: progress.advance(task))
-            (fp32_pred, pred), labels = top1_on([fp32, choice.best.graph], splits.test, mean=twin.mean,
-                                                std=twin.std)
-            card = _int8_card(twin, directory, choice, fp32_pred, pred, labels, agreement_threshold,
-                              calibration_set=f"{where} train split, {len(calib)} images, seed {seed}",
-                              calibration_images=len(calib), cost=cpu_seconds() - start)
-            save_quantized_model_dir(out / target.name, (directory / WEIGHTS).read_bytes(), choice.best.graph, card)
-            m = measure_paired(choice.best.graph, fp32, target, reference_value=None)
+            quantize_to(directory, out / target.name, splits, target, calibration=calibration, selection=selection,
+                        seed=seed, where=f"{splits.name} ({data})", agreement_threshold=agreement_threshold,
+                        search=search, log=log)
+            m = measure_paired((out / target.name / ONNX).read_bytes(), fp32, target, reference_value=None)
             reference = float(m.details["reference_value_ms"])
             write_delivery(out / target.name, target, budget=target.resolve_budget(reference), readings=[m],
                            reference=reference)
-            log(f"[quantize] {target.name}: {choice.best.settings.label}, test top-1 {card.accuracy:.4f} "
-                f"(fp32 {twin.accuracy}), agreement {card.quantization.agreement:.4f}")  # type: ignore[union-attr]
     return {t.name: out / t.name for t in int8}
+
+
+def quantize_to(directory: str | Path, out_dir: str | Path, splits: DataSplits, target: Target, *,
+                calibration: int = 256, selection: int | None = 1000, seed: int = 0, where: str | None = None,
+                agreement_threshold: float = AGREEMENT_THRESHOLD, search: PTQSearch | None = None,
+                log: Callable[[str], None] = lambda _line: None) -> ModelCard:
+    """Write ``out_dir``: the INT8 model directory of the fp32 model directory ``directory`` for ``target``, its
+    delivery section left to the caller (what it is measured against is the caller's reference).
+
+    Calibration on ``calibration`` images of ``splits``' training split, the setting chosen on ``selection``
+    validation images (:func:`bespoke.quantize.choose_settings`, timed on ``target``), accuracy and top-1 agreement
+    with the fp32 graph on the test split; nothing is written below ``agreement_threshold``.
+    """
+    directory, out_dir = Path(directory), Path(out_dir)
+    search = search or PTQSearch()
+    twin = read_card(directory)
+    fp32 = (directory / ONNX).read_bytes()
+    start = cpu_seconds()
+    where = where or splits.name
+    calib, _ = sample_images(splits.train, calibration, seed=seed, mean=twin.mean, std=twin.std,
+                             what=f"calibration data: training split of {where}")
+    val, val_labels = sample_images(splits.val, selection, seed=seed, mean=twin.mean, std=twin.std,
+                                    what=f"held-out data: validation split of {where}")
+    if len(splits.test) == 0:
+        raise BespokeError(f"test data: test split of {where}: no images",
+                           "the agreement with fp32 is measured on the test split")
+    with make_progress() as progress:
+        task = progress.add_task(f"quantize {target.name}", total=len(search.grid()), postfix="")
+        choice = choose_settings(fp32, calib, val, val_labels, target, search, log=log,
+                                 step=lambda: progress.advance(task))
+    (fp32_pred, pred), labels = top1_on([fp32, choice.best.graph], splits.test, mean=twin.mean, std=twin.std)
+    card = _int8_card(twin, directory, choice, fp32_pred, pred, labels, agreement_threshold,
+                      calibration_set=f"{where} train split, {len(calib)} images, seed {seed}",
+                      calibration_images=len(calib), cost=cpu_seconds() - start)
+    save_quantized_model_dir(out_dir, (directory / WEIGHTS).read_bytes(), choice.best.graph, card)
+    log(f"[quantize] {target.name}: {choice.best.settings.label}, test top-1 {card.accuracy:.4f} "
+        f"(fp32 {twin.accuracy}), agreement {card.quantization.agreement:.4f}")  # type: ignore[union-attr]
+    return card
 
 
 def _done(folder: Path, source: Path) -> bool:

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import tempfile
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 from pydantic import BaseModel, ConfigDict
 from torch.utils.data import Dataset
 
 from bespoke.data import build_transform, make_loader
 from bespoke.quantize.calibrate import ImageReader
+from bespoke.targets.int8 import quantize_static_bytes
 from bespoke.targets.onnx_io import INPUT_NAME
 
 QuantFormatName = Literal["QDQ", "QOperator"]
@@ -50,47 +45,17 @@ class PTQSettings(BaseModel):
         return f"{self.format}/{kinds}{rr}/{self.calibration_method}{ex}"
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """onnxruntime.quantization logs advice per node on the root logger and prints calibration steps; a command
-    prints its own lines."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logging.disable(previous)
-
-
-def prepare_graph(fp32: bytes) -> bytes:
-    """onnxruntime's pre-processing for quantization (shape inference, constant folding, fusions): the graph whose
-    node names ``PTQSettings.nodes_excluded`` refer to."""
-    with tempfile.TemporaryDirectory(prefix="bespoke-ptq-") as tmp:
-        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
-        source.write_bytes(fp32)
-        with _quiet():
-            quant_pre_process(str(source), str(target))
-        return target.read_bytes()
-
-
 def quantize_graph(fp32: bytes, settings: PTQSettings, calibration: np.ndarray) -> bytes:
-    """The INT8 graph of the fp32 ONNX ``fp32`` (pre-processed by :func:`prepare_graph`), calibrated on
-    ``calibration`` images (float32 NCHW)."""
-    with tempfile.TemporaryDirectory(prefix="bespoke-ptq-") as tmp:
-        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        source.write_bytes(prepare_graph(fp32))
-        with _quiet():
-            quantize_static(
-                source, target, ImageReader(calibration),
-                quant_format=QuantFormat.QDQ if settings.format == "QDQ" else QuantFormat.QOperator,
-                per_channel=settings.per_channel, reduce_range=settings.reduce_range,
-                activation_type=_TYPES[settings.activation_type], weight_type=_TYPES[settings.weight_type],
-                nodes_to_exclude=list(settings.nodes_excluded) or None,
-                calibrate_method=getattr(CalibrationMethod, settings.calibration_method),
-                calibration_cache_path=None,
-            )
-        return target.read_bytes()
+    """The INT8 graph of the fp32 ONNX ``fp32`` (pre-processed by :func:`bespoke.targets.int8.prepare_graph`),
+    calibrated on ``calibration`` images (float32 NCHW)."""
+    return quantize_static_bytes(
+        fp32, ImageReader(calibration),
+        quant_format=QuantFormat.QDQ if settings.format == "QDQ" else QuantFormat.QOperator,
+        per_channel=settings.per_channel, reduce_range=settings.reduce_range,
+        activation_type=_TYPES[settings.activation_type], weight_type=_TYPES[settings.weight_type],
+        nodes_to_exclude=list(settings.nodes_excluded) or None,
+        calibrate_method=getattr(CalibrationMethod, settings.calibration_method),
+    )
 
 
 def _session(graph: bytes, threads: int) -> ort.InferenceSession:

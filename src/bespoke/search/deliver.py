@@ -22,6 +22,7 @@ from bespoke.export import CARD, ONNX, SHARED_COST_PREFIX, ModelCard, read_card,
 from bespoke.house import House, assemble_student, student_arch_config
 from bespoke.house.build import build_house
 from bespoke.house.data import house_splits
+from bespoke.quantize import AGREEMENT_THRESHOLD, PTQSearch, quantize_to
 from bespoke.search.annealing import AnnealConfig
 from bespoke.search.job import BlockJob, retrain_recipe
 from bespoke.search.select import TargetSearch, search_target
@@ -50,6 +51,42 @@ def retrain_student(house: House, alternatives: Sequence[str], *, data: DataSpli
     return student.eval(), result
 
 
+def _student_card(house: House, search: TargetSearch, result: FinetuneResult | None,
+                  cost_cpu_s: dict[str, float] | None) -> ModelCard:
+    meta = house.meta.teacher
+    arch_name = meta.arch_config.get("name", meta.arch_config.get("builder", "teacher"))
+    provenance = {
+        "house": str(house.root.resolve()),
+        "alternatives": [{"id": a, "recipe": house.index.get(a).recipe.label, **house.index.get(a).provenance}
+                         for a in search.alternatives],
+        "search": {k: v for k, v in search.to_dict().items() if k != "rounds"},
+        "search_rounds": search.rounds,
+        "teacher": meta.source,
+    }
+    return ModelCard(
+        arch=f"bespoke-block:{arch_name}", arch_config=student_arch_config(house, search.alternatives),
+        engine="bespoke", num_classes=meta.num_classes, classes=list(meta.classes), resolution=meta.resolution,
+        mean=meta.mean, std=meta.std, accuracy=result.accuracy if result else None,
+        cost_cpu_s=dict(cost_cpu_s or {}), provenance=provenance,
+    )
+
+
+def _measure_delivery(house: House, target: Target, search: TargetSearch, student: nn.Module, out_dir: Path
+                      ) -> ModelCard:
+    """Measure ``out_dir``'s model.onnx against the teacher (both as ``target`` runs them) and write the delivery
+    section; a reading that contradicts the search's measurement is confirmed by two more."""
+    reference = Reference(house.teacher_model(), house.resolution, value=search.teacher_value)
+
+    def once() -> Measurement:
+        return measure_against(student, reference, target, house.resolution, onnx=out_dir / ONNX)[0]
+
+    searched_met = search.measured is not None  # a latency target's pick was measured within budget
+    readings = confirm_verdict(once(), once, search.budget_resolved if searched_met else None, True)
+    return write_delivery(out_dir, target, budget=search.budget_resolved, readings=readings,
+                          predicted=search.predicted, attempts=max(1, len(search.rounds)),
+                          reference=search.teacher_value)
+
+
 def deliver(house: House, target: Target, search: TargetSearch, student: nn.Module, result: FinetuneResult | None,
             out_dir: str | Path, *, cost_cpu_s: dict[str, float] | None = None) -> ModelCard:
     """Write ``out_dir`` (model.safetensors, verified model.onnx, card.json) and measure the exported model on
@@ -61,41 +98,39 @@ def deliver(house: House, target: Target, search: TargetSearch, student: nn.Modu
     that contradicts the search's measurement of the same architecture is confirmed by two more (the median of the
     three decides: :func:`bespoke.delivery.confirm_verdict`).
     """
-    meta = house.meta.teacher
-    arch_name = meta.arch_config.get("name", meta.arch_config.get("builder", "teacher"))
-    provenance = {
-        "house": str(house.root.resolve()),
-        "alternatives": [{"id": a, "recipe": house.index.get(a).recipe.label, **house.index.get(a).provenance}
-                         for a in search.alternatives],
-        "search": {k: v for k, v in search.to_dict().items() if k != "rounds"},
-        "search_rounds": search.rounds,
-        "teacher": meta.source,
-    }
-    card = ModelCard(
-        arch=f"bespoke-block:{arch_name}", arch_config=student_arch_config(house, search.alternatives),
-        engine="bespoke", num_classes=meta.num_classes, classes=list(meta.classes), resolution=meta.resolution,
-        mean=meta.mean, std=meta.std, accuracy=result.accuracy if result else None,
-        cost_cpu_s=dict(cost_cpu_s or {}), provenance=provenance,
-    )
     out_dir = Path(out_dir)
-    save_model_dir(out_dir, student, card)
-    reference = Reference(house.teacher_model(), house.resolution, value=search.teacher_value)
-    def once() -> Measurement:
-        return measure_against(student, reference, target, house.resolution, onnx=out_dir / ONNX)[0]
+    save_model_dir(out_dir, student, _student_card(house, search, result, cost_cpu_s))
+    return _measure_delivery(house, target, search, student, out_dir)
 
-    searched_met = search.measured is not None  # a latency target's pick was measured within budget
-    readings = confirm_verdict(once(), once, search.budget_resolved if searched_met else None, True)
-    return write_delivery(out_dir, target, budget=search.budget_resolved, readings=readings,
-                          predicted=search.predicted, attempts=max(1, len(search.rounds)),
-                          reference=search.teacher_value)
+
+def deliver_int8(house: House, target: Target, search: TargetSearch, student: nn.Module,
+                 result: FinetuneResult | None, out_dir: str | Path, *, twin_dir: str | Path, data: DataSplits,
+                 cost_cpu_s: dict[str, float] | None = None, calibration: int = 256, selection: int = 1000,
+                 agreement_threshold: float = AGREEMENT_THRESHOLD, ptq: PTQSearch | None = None) -> ModelCard:
+    """Deliver for an int8 target: the retrained student as an fp32 model directory in ``twin_dir``, quantized
+    into ``out_dir`` (:func:`bespoke.quantize.quantize_to`: calibrated on ``data``'s training images, the setting
+    chosen on its validation images, verified by top-1 agreement on its test split), whose INT8 graph is then
+    measured against the teacher as the target runs it (quantized)."""
+    twin_dir, out_dir = Path(twin_dir), Path(out_dir)
+    if not (twin_dir / CARD).is_file():
+        save_model_dir(twin_dir, student, _student_card(house, search, result, cost_cpu_s))
+    quantize_to(twin_dir, out_dir, data, target, calibration=calibration, selection=selection,
+                seed=int(house.meta.settings.get("seed", 0)), agreement_threshold=agreement_threshold,
+                search=ptq, log=log.info)
+    return _measure_delivery(house, target, search, student, out_dir)
 
 
 @locks_output("out")
 def search_and_deliver(house: House | str | Path, targets: Sequence[Target] | str | Path, *, out: str | Path,
                        data: DataSplits | str | None = None, anneal_config: AnnealConfig | None = None,
                        retrain: FinetuneConfig | dict[str, Any] | None = None, eval_images: int = 256,
-                       margin: float = 0.05) -> list[ModelCard]:
+                       margin: float = 0.05, ptq: PTQSearch | None = None,
+                       agreement_threshold: float = AGREEMENT_THRESHOLD) -> list[ModelCard]:
     """For every target: search, retrain with KD, export to ``out/<target>/``. Returns the cards.
+
+    An int8 target's search prices parts and students quantized; its retrained student is kept as an fp32 twin in
+    ``out/.work/<target>/fp32`` and delivered as its INT8 graph (:func:`deliver_int8`; ``ptq``: the
+    quantization settings tried, ``agreement_threshold``: the top-1 agreement with the twin it must reach).
 
     A target whose budget no student met gets no directory; the others are delivered first, then one
     ``BespokeError`` names every missed target.
@@ -128,6 +163,14 @@ def search_and_deliver(house: House | str | Path, targets: Sequence[Target] | st
         student, result = retrain_student(house, search.alternatives, data=splits, out_dir=work, config=retrain)
         costs = {"search": search.cpu_s, "retrain": result.cpu_s,
                  f"{SHARED_COST_PREFIX}house": float(sum(house.index.cost_cpu_s.values()))}
+        if target.precision == "int8":
+            try:
+                cards.append(deliver_int8(house, target, search, student, result, target_dir, data=splits,
+                                          twin_dir=work / "fp32", cost_cpu_s=costs, ptq=ptq,
+                                          agreement_threshold=agreement_threshold))
+            except BespokeError as exc:  # the student does not quantize: deliver the others, then say so
+                missed[target.name] = f"target {target.name!r}: {exc.message}"
+            continue
         cards.append(deliver(house, target, search, student, result, target_dir, cost_cpu_s=costs))
     if missed:
         raise BespokeError("; ".join(missed.values()), f"the other {len(cards)} target(s) were delivered to {out}")

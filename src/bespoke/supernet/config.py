@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bespoke.quantize import AGREEMENT_THRESHOLD, PTQSearch
 from bespoke.supernet.space import SpaceOptions
 from bespoke.utils.seed import Seed
 
@@ -80,5 +81,9 @@ class SelectConfig(BaseModel):
     budget_fill: float = Field(0.9, gt=0, le=1, description="a pick measured under this share of its budget is "
                                "searched again with a looser limit (the best pick within budget is delivered)")
     eval_limit: int | None = Field(None, ge=1, description="test images for the accuracy in the cards")
+    ptq: PTQSearch = Field(default_factory=PTQSearch, description="int8 targets: the quantization settings tried "
+                           "on the chosen subnet")
+    int8_agreement: float = Field(AGREEMENT_THRESHOLD, ge=0, le=1, description="int8 targets: share of test images "
+                                  "where the INT8 graph's top-1 must equal the fp32 subnet's")
     seed: Seed = 0
     device: str = "auto"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,14 @@ from bespoke.delivery import BudgetBracket, Pick, RetryPolicy, retry_to_budget, 
 from bespoke.errors import BespokeError
 from bespoke.export import (
     CARD,
+    ONNX,
     SHARED_COST_PREFIX,
     ModelCard,
     read_card,
     save_model_dir,
     update_card,
 )
+from bespoke.quantize import quantize_to
 from bespoke.supernet.config import SelectConfig
 from bespoke.supernet.data import DataSource, SpecSource
 from bespoke.supernet.efficiency import SubnetCosts, build_cost_table
@@ -52,6 +54,7 @@ from bespoke.supernet.store import SupernetMeta, calibration_pool, load_supernet
 from bespoke.targets import (
     Measurement,
     Target,
+    as_deployed,
     export_onnx_bytes,
     get_runtime,
     load_targets,
@@ -66,6 +69,8 @@ from bespoke.utils.device import pick_device
 from bespoke.utils.lock import locks_output
 
 SHARED = SHARED_COST_PREFIX
+#: Where an int8 target's fp32 subnet (the twin its INT8 graph is quantized from) is kept, under ``out``.
+FP32_TWINS = ".fp32"
 
 
 @dataclass
@@ -145,7 +150,8 @@ def _measure_after_export(ctx: _Context, model: torch.nn.Module, model_dir: Path
     the machine's speed may have drifted since the table was measured.
     """
     if target.runtime == "onnxruntime" and table.reference:
-        return measure_paired(model_dir / "model.onnx", ctx.reference_onnx(target.batch), target,
+        return measure_paired(as_deployed(model_dir / "model.onnx", target.precision),
+                              as_deployed(ctx.reference_onnx(target.batch), target.precision), target,
                               reference_value=table.reference)
     if target.runtime == "table":
         return Measurement.exact(predicted, unit="ms", runtime="table",
@@ -177,6 +183,7 @@ class _Context:
     out: Path
     supernet_dir: Path
     shared_cpu: dict[str, float]
+    source: DataSource | None = None
     _references: dict[int, bytes] = field(default_factory=dict)
 
     def reference_onnx(self, batch: int) -> bytes:
@@ -245,7 +252,7 @@ def choose_for_target(ctx: _Context, target: Target, table: SubnetCosts) -> Targ
     floor = float(table.genome_cost(ctx.net.space)(smallest_genome)[0])
     policy = RetryPolicy(margin=ctx.cfg.budget_margin, retries=ctx.cfg.budget_retries, fill=ctx.cfg.budget_fill)
     bracket = BudgetBracket(policy, budget, floor=floor, floor_error=table.table.loo.max_abs or 0.0)
-    model_dir = ctx.out / target.name
+    model_dir = ctx.out / (f"{FP32_TWINS}/{target.name}" if target.precision == "int8" else target.name)
     search_ms: float | None = None
     picks: dict[str, _Pick] = {}
     last: _Pick | None = None
@@ -309,6 +316,32 @@ def choose_for_target(ctx: _Context, target: Target, table: SubnetCosts) -> Targ
                         attempts, str(model_dir), delivered.saved.params, delivered.saved.macs, cpu, wall)
 
 
+class NotQuantized(BespokeError):
+    """An int8 target's subnet could not be delivered as an INT8 graph (its accuracy collapses when quantized)."""
+
+
+def deliver_int8(ctx: _Context, target: Target, choice: TargetChoice, table: SubnetCosts) -> TargetChoice:
+    """The subnet chosen for an int8 target (its fp32 model directory in ``OUT/.fp32/<target>``, searched on a
+    table of quantized parts) quantized into ``OUT/<target>`` (:func:`bespoke.quantize.quantize_to`, on the
+    supernet's data at the subnet's resolution), its INT8 graph measured against the largest subnet as the target
+    runs it (quantized)."""
+    twin, final = Path(choice.model_dir), ctx.out / target.name
+    assert ctx.source is not None
+    twin_card = read_card(twin)
+    try:
+        card = quantize_to(twin, final, ctx.source.splits(twin_card.resolution), target, seed=ctx.cfg.seed,
+                           agreement_threshold=ctx.cfg.int8_agreement, search=ctx.cfg.ptq)
+    except BespokeError as exc:
+        raise NotQuantized(exc.message, exc.hint) from None
+    m = measure_paired(final / ONNX, as_deployed(ctx.reference_onnx(target.batch), target.precision), target,
+                       reference_value=table.reference)
+    card = write_delivery(final, target, budget=choice.budget_resolved, readings=[m],
+                          predicted=choice.predicted_cost, attempts=choice.attempts, reference=table.reference)
+    assert card.delivery is not None and card.delivery.measured is not None
+    return replace(choice, measured_cost=round(card.delivery.measured, 4), accuracy=round(card.accuracy or 0.0, 4),
+                   meets_budget=card.delivery.meets_budget is not False, model_dir=str(final))
+
+
 def delivered_before(model_dir: Path, target: Target, table: SubnetCosts, supernet: Path) -> TargetChoice | None:
     """The choice an earlier, interrupted or finished, selection already delivered for ``target`` in
     ``model_dir`` (same supernet, same budget on the same table, measured within it), so a rerun resumes; else
@@ -356,7 +389,7 @@ def select_subnets(supernet: str | Path, targets: list[Target] | str | Path, out
     shared = {f"{SHARED}supernet_train": float(meta.cost_cpu_s.get("supernet_train", 0.0)),
               f"{SHARED}predictor": predictor_cpu}
     ctx = _Context(net, meta, fit, SubnetEvaluator(split="val", **common),
-                   SubnetEvaluator(split="test", limit=cfg.eval_limit, **common), cfg, out, directory, shared)
+                   SubnetEvaluator(split="test", limit=cfg.eval_limit, **common), cfg, out, directory, shared, source)
     choices, tables, failed = [], {}, {}
     for target in target_list:
         table = build_cost_table(net.spec, net.space, target, directory / "latency",
@@ -364,9 +397,13 @@ def select_subnets(supernet: str | Path, targets: list[Target] | str | Path, out
                                  extract=lambda c: extract_subnet(net, c).cpu())
         try:
             earlier = delivered_before(out / target.name, target, table, directory)
-            choices.append(earlier if earlier is not None else choose_for_target(ctx, target, table))
+            if earlier is None:
+                earlier = choose_for_target(ctx, target, table)
+                if target.precision == "int8":
+                    earlier = deliver_int8(ctx, target, earlier, table)
+            choices.append(earlier)
             tables[target.name] = table
-        except (InfeasibleBudget, MissedBudget) as exc:  # deliver the feasible targets, then fail loudly for these
+        except (InfeasibleBudget, MissedBudget, NotQuantized) as exc:  # deliver the others, then fail loudly
             failed[target.name] = str(exc)
     result = SelectResult(out, choices, fit.metrics, shared, failed)
     write_json(out / "selection.json", {"supernet": str(directory), "predictor": fit.metrics,

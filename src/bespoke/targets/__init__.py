@@ -14,6 +14,7 @@ from bespoke.targets.device_export import (
     profiler_source,
 )
 from bespoke.targets.device_profiler import CSV_COLUMNS, OVERHEAD_KEY
+from bespoke.targets.int8 import TIMING_SETTING, as_deployed, is_quantized, timing_graph
 from bespoke.targets.measure import Measurement, summarize, time_runs
 from bespoke.targets.memory import MemoryEstimate, estimate_peak_memory
 from bespoke.targets.onnx_io import OPSET, export_onnx_bytes, part_key, write_onnx
@@ -57,6 +58,7 @@ __all__ = [
     "OVERHEAD_KEY",
     "RUNTIMES",
     "RUNTIME_NAMES",
+    "TIMING_SETTING",
     "UNITS",
     "Budget",
     "Measurement",
@@ -68,6 +70,7 @@ __all__ = [
     "TableLookup",
     "TableRow",
     "Target",
+    "as_deployed",
     "call_overhead",
     "count_macs",
     "device_profiler_help",
@@ -75,6 +78,7 @@ __all__ = [
     "export_onnx_bytes",
     "export_parts_for_device",
     "get_runtime",
+    "is_quantized",
     "list_runtimes",
     "load_targets",
     "measure",
@@ -94,5 +98,6 @@ __all__ = [
     "time_alternating",
     "time_onnx",
     "time_runs",
+    "timing_graph",
     "write_onnx",
 ]

@@ -4,6 +4,7 @@
 runtime         unit    what is measured
 =============== ======= ==================================================================================
 ``onnxruntime`` ms      median latency of an InferenceSession (CPUExecutionProvider) on the exported model
+                        (statically quantized first for an int8 target: :mod:`bespoke.targets.int8`)
 ``torch``       ms      median latency of the eager model under ``torch.inference_mode()``, on CPU
 ``table``       ms      a row of a latency table measured on the device (looked up by ``part_key``)
 ``macs``        MACs    fvcore's count (one fused multiply-add = 1), batch 1
@@ -40,6 +41,7 @@ from torch import nn
 
 from bespoke.errors import BespokeError
 from bespoke.targets import device_profiler as protocol
+from bespoke.targets.int8 import as_deployed
 from bespoke.targets.measure import (
     Measurement,
     cpu_model,
@@ -163,7 +165,7 @@ class OnnxRuntimeMeasurer(_ImageInput):
     anchor_every = 12
 
     def measure_delivered(self, model: nn.Module, target: Target, resolution: int) -> Measurement:
-        onnx = export_onnx_bytes(model, image_shape(1, resolution), dynamic_batch=True)
+        onnx = as_deployed(export_onnx_bytes(model, image_shape(1, resolution), dynamic_batch=True), target.precision)
         return self._measure(onnx, target, source=f"{type(model).__name__} (exported as delivered)")
 
     def call_overhead(self, target: Target) -> float:
@@ -172,14 +174,16 @@ class OnnxRuntimeMeasurer(_ImageInput):
 
     def measure_parts(self, parts: Mapping[str, Part], target: Target, *, reference: nn.Module,
                       resolution: int) -> PartReadings:
-        anchor = export_onnx_bytes(reference, image_shape(1, resolution), dynamic_batch=True)
+        anchor = as_deployed(export_onnx_bytes(reference, image_shape(1, resolution), dynamic_batch=True),
+                             target.precision)
         first = float(np.median(time_onnx(anchor, target, what="the reference")))
         overhead = self.call_overhead(target)
         keys, values, before = list(parts), {}, first
         for i in range(0, len(keys), self.anchor_every):
             group = keys[i:i + self.anchor_every]
-            raw = {k: float(np.median(time_onnx(export_onnx_bytes(parts[k][0]().eval(), parts[k][1]), target,
-                                                what=f"part {k}"))) for k in group}
+            raw = {k: float(np.median(time_onnx(as_deployed(export_onnx_bytes(parts[k][0]().eval(), parts[k][1]),
+                                                            target.precision), target, what=f"part {k}")))
+                   for k in group}
             after = float(np.median(time_onnx(anchor, target, what="the reference")))
             for n, k in enumerate(group):  # the reference's speed interpolated to the part's place in the sequence
                 here = before + (after - before) * (n + 0.5) / len(group)
@@ -189,7 +193,7 @@ class OnnxRuntimeMeasurer(_ImageInput):
 
     def measure_shape(self, model: nn.Module, target: Target, shape: tuple[int, ...]) -> Measurement:
         source = f"{type(model).__name__} (exported)"
-        return self._measure(export_onnx_bytes(model, shape), target, source=source)
+        return self._measure(as_deployed(export_onnx_bytes(model, shape), target.precision), target, source=source)
 
     def measure_onnx(self, path: str | os.PathLike[str], target: Target) -> Measurement:
         if not Path(path).is_file():

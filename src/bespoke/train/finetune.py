@@ -32,7 +32,7 @@ from bespoke.train.evaluate import EvalResult, evaluate
 from bespoke.train.guard import check_finite, check_finite_grads
 from bespoke.train.losses import kd_loss
 from bespoke.train.optim import make_optimizer, make_scheduler
-from bespoke.utils.device import autocast, channels_last, pick_device
+from bespoke.utils.device import autocast, channels_last, channels_last_safe, pick_device
 from bespoke.utils.distributed import DistContext
 from bespoke.utils.progress import make_progress
 from bespoke.utils.seed import Seed, rng_state, seed_everything, set_rng_state
@@ -61,18 +61,15 @@ class FinetuneConfig(BaseModel):
                             "contiguous, or auto (channels_last unless the model is known to break in it)")
 
 
-#: Blocks whose CPU backward pass hangs or crashes in channels-last layout (a torch bug: timm's RepVGG blocks).
-CHANNELS_LAST_UNSAFE_CPU = frozenset({"RepVggBlock"})
-
-
-def resolve_memory_format(model: nn.Module, requested: str, device: torch.device) -> str:
+def resolve_memory_format(model: nn.Module, requested: str, device: torch.device,
+                          *related: nn.Module | None) -> str:
     """The layout a fine-tune of ``model`` on ``device`` trains in: ``requested`` unless it is ``"auto"``, which
-    picks contiguous for models with a block known to break in channels-last on CPU, channels-last otherwise."""
+    picks contiguous for models with a block known to break in channels-last on CPU, channels-last otherwise.
+    ``related``: models ``model`` was made from (its teacher: a student assembled from traced segments no longer
+    names the blocks it holds)."""
     if requested != "auto":
         return requested
-    if device.type == "cpu" and any(type(m).__name__ in CHANNELS_LAST_UNSAFE_CPU for m in model.modules()):
-        return "contiguous"
-    return "channels_last"
+    return "channels_last" if channels_last_safe(device, model, *related) else "contiguous"
 
 
 @dataclass
@@ -189,7 +186,7 @@ def finetune(model: nn.Module, train_ds: Dataset, test_ds: Dataset, cfg: Finetun
     train_tf = build_transform("eval" if cfg.augment == "none" else cfg.augment, mean, std)
     data = TransformedDataset(train_ds, train_tf)
     model.train()
-    layout = resolve_memory_format(model, cfg.memory_format, device)
+    layout = resolve_memory_format(model, cfg.memory_format, device, teacher)
     image_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     weights_layout = channels_last(model, teacher) if layout == "channels_last" else contextlib.nullcontext()
     with weights_layout, make_progress() as progress:

@@ -28,6 +28,17 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
+#: Blocks whose CPU backward pass hangs or crashes in channels-last layout (a torch bug: timm's RepVGG blocks;
+#: ``double free or corruption`` / bus error on AMD EPYC, a hang on Intel Xeon).
+CHANNELS_LAST_UNSAFE_CPU = frozenset({"RepVggBlock"})
+
+
+def channels_last_safe(device: torch.device, *modules: torch.nn.Module | None) -> bool:
+    """Whether ``modules`` may train in channels-last layout on ``device`` (not on CPU with a known-broken block)."""
+    return device.type != "cpu" or not any(type(m).__name__ in CHANNELS_LAST_UNSAFE_CPU
+                                           for module in modules if module is not None for m in module.modules())
+
+
 @contextlib.contextmanager
 def channels_last(*modules: torch.nn.Module | None) -> Iterator[None]:
     """Keep the 4-D weights of ``modules`` in channels-last (NHWC) layout inside the block, plain layout after.
