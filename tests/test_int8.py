@@ -198,6 +198,28 @@ def test_an_int8_cost_table_holds_parts_timed_quantized(world, tmp_path):
     table = grow_table(tmp_path, target, parts, reference=whole, resolution=16, reference_key="whole",
                        reference_parts=list(parts))
     assert table.settings["precision"] == "int8" and set(table.parts) == set(parts) and table.reference > 0
+    assert table.reference_fp32 > 0 and table.budget_base == table.reference_fp32  # relative budgets: x fp32
     assert load_table(tmp_path, Target(name="fp32", runtime="onnxruntime", **FAST)) is None
     m, now = measure_against(whole, Reference(whole, 16, value=table.reference), target, 16)
     assert m.value > 0 and now > 0 and m.details["reference_value_ms"] == pytest.approx(table.reference, rel=1e-3)
+
+
+def test_an_int8_part_is_timed_without_the_float_boundary_a_whole_model_does_not_have():
+    import onnx
+    from torch import nn
+
+    from bespoke.targets import export_onnx_bytes, time_onnx
+    from bespoke.targets.int8 import inner_graph, part_timing_graph
+
+    part = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()).eval()
+    fp32 = export_onnx_bytes(part, (1, 8, 8, 8))
+    inner = onnx.load_from_string(part_timing_graph(fp32, "int8"))
+    ops = [n.op_type for n in inner.graph.node]
+    assert "QuantizeLinear" not in ops and "DequantizeLinear" not in ops and "QLinearConv" in ops
+    assert inner.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert inner.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    onnx.checker.check_model(inner)
+    assert len(time_onnx(inner.SerializeToString(), int8_target())) == FAST["repeats"]  # it runs
+    assert part_timing_graph(fp32, "fp32") is fp32
+    float_out = export_onnx_bytes(nn.Flatten().eval(), (1, 8, 2, 2))  # nothing quantized: left as it is
+    assert inner_graph(float_out) == float_out

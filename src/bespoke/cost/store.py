@@ -14,6 +14,7 @@ from torch import nn
 from bespoke.cost.table import AGGREGATE, CostTable
 from bespoke.errors import BespokeError
 from bespoke.targets import Part, Target, measure_parts, missing_parts
+from bespoke.targets.int8 import TIMING_VERSION
 from bespoke.train import cpu_seconds
 from bespoke.utils.atomic import write_json
 from bespoke.utils.progress import make_progress
@@ -22,6 +23,8 @@ from bespoke.utils.progress import make_progress
 def table_settings(target: Target) -> dict:
     """The fields of a target that change measured values (its name, budget and description do not)."""
     data = target.model_dump(mode="json", exclude={"name", "budget", "description"})
+    if target.precision == "int8":
+        data["int8_timing"] = TIMING_VERSION
     if target.table is not None:
         path = Path(target.table)
         data["table"] = [str(path.resolve()), path.stat().st_mtime_ns if path.exists() else 0]
@@ -87,7 +90,8 @@ def grow_table(directory: str | Path, target: Target, parts: Mapping[str, Part],
             readings = measure_parts({k: parts[k] for k in keys}, target, reference=reference, resolution=resolution)
             if table is None:
                 table = CostTable(settings=table_settings(target), unit=target.unit, aggregate=AGGREGATE[target.unit],
-                                  call_overhead=readings.call_overhead, reference=readings.reference)
+                                  call_overhead=readings.call_overhead, reference=readings.reference,
+                                  reference_fp32=readings.reference_fp32)
             now, then = readings.reference, table.reference
             scale = then / now if now and then else 1.0
             for k in keys:

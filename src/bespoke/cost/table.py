@@ -53,6 +53,8 @@ class CostTable(BaseModel):
     call_overhead: float = 0.0
     reference: float | None = Field(None, description="whole reference model measured as delivered: the scale of "
                                     "every value here and the base of relative budgets")
+    reference_fp32: float | None = Field(None, description="an int8 table's reference model in fp32 on the same "
+                                         "scale: what relative budgets multiply (None: the reference)")
     calibration: list[CalibrationPoint] = Field(default_factory=list)
     line: tuple[float, float] = Field((1.0, 0.0), description="(slope, intercept) of whole against parts")
     loo: LooError = Field(default_factory=lambda: LooError(per_point=[], max_abs=None))
@@ -63,6 +65,12 @@ class CostTable(BaseModel):
     def _fitted(self) -> CostTable:
         self.refit()
         return self
+
+    @property
+    def budget_base(self) -> float | None:
+        """What a relative budget multiplies: the reference model as the user has it (fp32; on an int8 table, its
+        fp32 graph timed alongside the quantized one), on the table's scale."""
+        return self.reference_fp32 if self.reference_fp32 is not None else self.reference
 
     def combine(self, values: Iterable[float]) -> float:
         values = list(values)

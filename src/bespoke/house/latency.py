@@ -35,8 +35,13 @@ class HouseCosts:
     directory: Path
 
     @property
+    def budget_base(self) -> float:
+        """What relative budgets multiply: the teacher in fp32 on the table's scale (``teacher`` on fp32 targets)."""
+        return float(self.table.budget_base)  # type: ignore[arg-type]
+
+    @property
     def teacher(self) -> float:
-        """The whole teacher measured like a delivered model: the table's scale and the budgets' base."""
+        """The whole teacher measured like a delivered model (quantized on an int8 target): the table's scale."""
         assert self.table.reference is not None
         return self.table.reference
 

@@ -62,6 +62,7 @@ def _session(graph: bytes, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # a quantized graph's unused initializers are warned about one by one
     return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 

@@ -92,7 +92,7 @@ def search_target(house: House, target: Target, *, data: DataSplits | str | None
     if budget is None:
         if target.budget is None:
             raise BespokeError(f"target {target.name!r} has no budget", "add 'budget: 0.5x' (or 2.0ms...) to it")
-        budget = float(target.resolve_budget(table.teacher))  # type: ignore[arg-type]
+        budget = float(target.resolve_budget(table.budget_base))  # type: ignore[arg-type]
     problem = make_problem(house, table)
     estimator = _estimator(house, problem, data, eval_images)
     checking = verify and target.unit == "ms" and target.runtime in ("onnxruntime", "torch")

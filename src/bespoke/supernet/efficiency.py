@@ -93,8 +93,13 @@ class SubnetCosts:
 
     @property
     def reference(self) -> float | None:
-        """The largest subnet measured like a delivered model: the table's scale and the budgets' base."""
+        """The largest subnet measured like a delivered model (quantized on an int8 target): the table's scale."""
         return self.table.reference
+
+    @property
+    def budget_base(self) -> float | None:
+        """What relative budgets multiply: the largest subnet in fp32 on the table's scale."""
+        return self.table.budget_base
 
     @property
     def unit(self) -> str:

@@ -245,7 +245,7 @@ def choose_for_target(ctx: _Context, target: Target, table: SubnetCosts) -> Targ
     (:class:`MissedBudget`).
     """
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
-    budget = target.resolve_budget(table.reference)
+    budget = target.resolve_budget(table.budget_base)
     smallest = ctx.net.space.smallest()
     smallest_genome = GenomeLayout(ctx.net.space).encode(smallest)[None, :]
     # the smallest subnet's predicted cost, as the search computes it (it must pass the search's own floor test)
@@ -349,7 +349,7 @@ def delivered_before(model_dir: Path, target: Target, table: SubnetCosts, supern
     if not (model_dir / CARD).is_file():
         return None
     card = read_card(model_dir)
-    p, budget = card.provenance, target.resolve_budget(table.reference)
+    p, budget = card.provenance, target.resolve_budget(table.budget_base)
     measured = card.delivery.measured if card.delivery else None
     engine_budget = card.budget_resolved
     if (card.engine != "tofa" or card.target != target.name or "select" not in card.cost_cpu_s or measured is None

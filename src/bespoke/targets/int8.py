@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -30,6 +31,9 @@ from bespoke.errors import BespokeError
 TIMING_SETTING: dict[str, Any] = {"quant_format": QuantFormat.QOperator, "activation_type": QuantType.QUInt8,
                                   "weight_type": QuantType.QUInt8, "per_channel": True, "reduce_range": False,
                                   "calibrate_method": CalibrationMethod.MinMax}
+#: Version of how int8 parts are timed (part of an int8 cost table's settings: a change re-measures old tables).
+#: 2: parts without their float boundary (:func:`inner_graph`).
+TIMING_VERSION = 2
 #: Random inputs a timing graph is calibrated on.
 TIMING_CALIBRATION = 4
 #: Operators whose presence marks a graph as quantized already.
@@ -39,14 +43,17 @@ QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", 
 
 @contextlib.contextmanager
 def quiet_quantization() -> Iterator[None]:
-    """onnxruntime.quantization logs advice per node on the root logger and prints calibration steps; a command
-    prints its own lines."""
+    """onnxruntime.quantization logs advice per node on the root logger, prints calibration steps, and its
+    calibration sessions warn about every initializer the quantized graph no longer uses; a command prints its own
+    lines."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
+    ort.set_default_logger_severity(3)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
+        ort.set_default_logger_severity(2)  # onnxruntime's default: warnings
         logging.disable(previous)
 
 
@@ -123,3 +130,55 @@ def as_deployed(graph: bytes | str | Path, precision: str) -> bytes | str | Path
         return graph
     data = graph if isinstance(graph, bytes) else Path(graph).read_bytes()
     return timing_graph(data)
+
+
+def _zero_point_type(graph: onnx.GraphProto, node: onnx.NodeProto) -> int:
+    """The integer type a QuantizeLinear produces / a DequantizeLinear consumes (its zero point's; uint8 without)."""
+    if len(node.input) > 2 and node.input[2]:
+        for init in graph.initializer:
+            if init.name == node.input[2]:
+                return init.data_type
+    return onnx.TensorProto.UINT8
+
+
+def inner_graph(graph: bytes) -> bytes:
+    """A part's quantized timing graph as it runs *inside* a whole quantized model: the QuantizeLinear on its input
+    and the DequantizeLinear on its output removed (it takes and gives integer tensors), so parts summed do not
+    count a float boundary per part that the whole model does not have. A boundary that is not a lone Q / DQ (an
+    input that feeds float ops too, an output not dequantized) is left as it is."""
+    model = onnx.load_from_string(graph)
+    g = model.graph
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    producers: dict[str, onnx.NodeProto] = {}
+    for node in g.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+        for name in node.output:
+            producers[name] = node
+    changed = False
+    for index, value in enumerate(list(g.input)):
+        users = consumers.get(value.name, [])
+        if len(users) != 1 or users[0].op_type != "QuantizeLinear" or users[0].input[0] != value.name:
+            continue
+        q = users[0]
+        dims = [d.dim_value if d.dim_value > 0 else d.dim_param for d in value.type.tensor_type.shape.dim]
+        g.input.remove(value)
+        g.input.insert(index, onnx.helper.make_tensor_value_info(q.output[0], _zero_point_type(g, q), dims))
+        g.node.remove(q)
+        changed = True
+    for index, value in enumerate(list(g.output)):
+        dq = producers.get(value.name)
+        if dq is None or dq.op_type != "DequantizeLinear" or len(consumers.get(value.name, [])) > 0:
+            continue
+        dims = [d.dim_value if d.dim_value > 0 else d.dim_param for d in value.type.tensor_type.shape.dim]
+        g.output.remove(value)
+        g.output.insert(index, onnx.helper.make_tensor_value_info(dq.input[0], _zero_point_type(g, dq), dims))
+        g.node.remove(dq)
+        changed = True
+    return model.SerializeToString() if changed else graph
+
+
+def part_timing_graph(graph: bytes, precision: str) -> bytes:
+    """A cost-table part the way it runs inside a whole model on a target of ``precision`` (int8: quantized for
+    timing, its float boundary removed: :func:`inner_graph`)."""
+    return inner_graph(timing_graph(graph)) if precision == "int8" else graph

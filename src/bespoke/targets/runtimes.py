@@ -4,7 +4,8 @@
 runtime         unit    what is measured
 =============== ======= ==================================================================================
 ``onnxruntime`` ms      median latency of an InferenceSession (CPUExecutionProvider) on the exported model
-                        (statically quantized first for an int8 target: :mod:`bespoke.targets.int8`)
+                        (statically quantized first for an int8 target, a part without its float boundary:
+                        :mod:`bespoke.targets.int8`)
 ``torch``       ms      median latency of the eager model under ``torch.inference_mode()``, on CPU
 ``table``       ms      a row of a latency table measured on the device (looked up by ``part_key``)
 ``macs``        MACs    fvcore's count (one fused multiply-add = 1), batch 1
@@ -41,7 +42,7 @@ from torch import nn
 
 from bespoke.errors import BespokeError
 from bespoke.targets import device_profiler as protocol
-from bespoke.targets.int8 import as_deployed
+from bespoke.targets.int8 import as_deployed, part_timing_graph
 from bespoke.targets.measure import (
     Measurement,
     cpu_model,
@@ -53,7 +54,7 @@ from bespoke.targets.measure import (
 )
 from bespoke.targets.memory import estimate_peak_memory
 from bespoke.targets.onnx_io import export_onnx_bytes, input_shapes, load_onnx, overhead_onnx_bytes, part_key
-from bespoke.targets.paired import time_onnx
+from bespoke.targets.paired import measure_paired, time_onnx
 from bespoke.targets.spec import Target
 from bespoke.targets.table import TableLookup
 
@@ -75,6 +76,9 @@ class PartReadings:
     values: dict[str, float]
     reference: float | None
     call_overhead: float
+    #: an int8 target's reference in fp32 (its graph before quantization) on the same scale: relative budgets'
+    #: base (``None``: ``reference`` is)
+    reference_fp32: float | None = None
 
 
 @runtime_checkable
@@ -174,22 +178,23 @@ class OnnxRuntimeMeasurer(_ImageInput):
 
     def measure_parts(self, parts: Mapping[str, Part], target: Target, *, reference: nn.Module,
                       resolution: int) -> PartReadings:
-        anchor = as_deployed(export_onnx_bytes(reference, image_shape(1, resolution), dynamic_batch=True),
-                             target.precision)
+        fp32 = export_onnx_bytes(reference, image_shape(1, resolution), dynamic_batch=True)
+        anchor = as_deployed(fp32, target.precision)
         first = float(np.median(time_onnx(anchor, target, what="the reference")))
+        base = None if anchor is fp32 else measure_paired(fp32, anchor, target, reference_value=first).value
         overhead = self.call_overhead(target)
         keys, values, before = list(parts), {}, first
         for i in range(0, len(keys), self.anchor_every):
             group = keys[i:i + self.anchor_every]
-            raw = {k: float(np.median(time_onnx(as_deployed(export_onnx_bytes(parts[k][0]().eval(), parts[k][1]),
-                                                            target.precision), target, what=f"part {k}")))
-                   for k in group}
+            raw = {k: float(np.median(time_onnx(part_timing_graph(export_onnx_bytes(parts[k][0]().eval(),
+                                                                                    parts[k][1]), target.precision),
+                                                target, what=f"part {k}"))) for k in group}
             after = float(np.median(time_onnx(anchor, target, what="the reference")))
             for n, k in enumerate(group):  # the reference's speed interpolated to the part's place in the sequence
                 here = before + (after - before) * (n + 0.5) / len(group)
                 values[k] = raw[k] * first / here
             before = after
-        return PartReadings(values, first, overhead)
+        return PartReadings(values, first, overhead, base)
 
     def measure_shape(self, model: nn.Module, target: Target, shape: tuple[int, ...]) -> Measurement:
         source = f"{type(model).__name__} (exported)"

@@ -7,7 +7,7 @@ Example ``targets.yaml``::
         runtime: onnxruntime   # onnxruntime | torch | table | macs | params | memory
         threads: 1
         batch: 1
-        budget: 0.5x           # or 2.0ms, or 20M for macs/params
+        budget: 0.5x           # or 2.0ms, or 20M for macs/params; relative to the original model in fp32
         precision: int8        # fp32 (default) | int8: the model delivered is a statically quantized ONNX
       - name: board
         runtime: table
