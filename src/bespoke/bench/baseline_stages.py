@@ -1,5 +1,6 @@
 """The built-in stages: teacher fine-tunes, donor fine-tunes, pruned teacher + KD per budget; each in two
-label regimes (all training labels, and only the labelled share)."""
+label regimes (all training labels, and only the labelled share); and for int8 targets, each of the full-label
+ones quantized after training (PTQ)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from bespoke.bench.measuring import REFERENCE_TRIES, measure_model_dir, measure_
 from bespoke.bench.stages import StageLedger, StageRecord, run_model_stage
 from bespoke.delivery import Reference, measure_against
 from bespoke.errors import BespokeError
-from bespoke.export import ModelCard, load_model_dir
+from bespoke.export import WEIGHTS, ModelCard, load_model_dir, read_card
+from bespoke.quantize import quantize_to
 from bespoke.targets import Target, measure
 
 
@@ -150,3 +152,33 @@ def _pruned_maker(ctx: BenchContext, get_teacher: Callable[[], Teacher], target:
                                  method=method, log=ctx.log)
 
     return make
+
+
+def ptq_stages(ctx: BenchContext, ledger: StageLedger) -> list[StageRecord]:
+    """For every int8 target: the teacher, every donor and the teacher pruned for that target (all labels),
+    quantized after training (``bespoke.quantize.quantize_to``: calibrated on training images, the setting chosen
+    on validation images timed on the target) into ``models/ptq-<source>-<target>``. A source that did not finish,
+    or whose weights were not carried to this machine, is left out."""
+    section = ctx.preset.ptq
+    int8 = [t for t in ctx.targets if t.precision == "int8" and t.name in ctx.budgets]
+    if not section.enabled or not int8:
+        return []
+    records = []
+    for target in int8:
+        sources = [TEACHER, *(f"donor-{s.model}" for s in ctx.preset.donors), f"pruned-{target.name}"]
+        for key in sources:
+            done, source = ledger.get(key), ctx.out / "models" / key
+            if done is None or done.status not in ("done", "skipped") or not (source / WEIGHTS).is_file():
+                continue
+            name = f"ptq-{key}" if key.endswith(target.name) else f"ptq-{key}-{target.name}"
+            directory = ctx.out / "models" / name
+
+            def make(source: Path = source, directory: Path = directory, target: Target = target) -> ModelCard:
+                return quantize_to(source, directory, ctx.splits, target, calibration=section.calibration,
+                                   selection=section.selection, seed=ctx.preset.data.seed,
+                                   agreement_threshold=section.agreement, search=section.search, log=ctx.log)
+
+            records.append(_measured(ctx, run_model_stage(
+                ledger, name, directory, make, method=f"{read_card(source).method or key} + PTQ",
+                role="per-target", target=target.name, uses=[key], log=ctx.log)))
+    return records

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bespoke.baselines import PruneSettings
 from bespoke.errors import BespokeError
+from bespoke.quantize import PTQSearch
 from bespoke.targets import MAX_TARGETS, Target
 from bespoke.targets.spec import MAX_RUNS, MAX_THREADS
 from bespoke.train import FinetuneConfig
@@ -96,6 +97,20 @@ class PrunedSection(BaseModel):
     search: PruneSettings = Field(default_factory=PruneSettings)
 
 
+class PTQSection(BaseModel):
+    """Post-training quantization of the teacher, every donor and the pruned teacher for each int8 target: the
+    baselines an engine's int8 model must beat (``bespoke.quantize.quantize_to``; nothing runs without an int8
+    target)."""
+
+    model_config = _Strict
+
+    enabled: bool = Field(True, description="run these baselines")
+    calibration: int = Field(256, ge=1, le=100_000, description="training images the ranges are calibrated on")
+    selection: int = Field(1000, ge=1, le=100_000, description="validation images the setting is chosen on")
+    agreement: float = Field(0.9, ge=0, le=1, description="top-1 agreement with the fp32 model to deliver")
+    search: PTQSearch = Field(default_factory=PTQSearch)
+
+
 class MeasureSection(BaseModel):
     """How every delivered model's ``model.onnx`` is timed (ONNX Runtime, CPU, batch 1)."""
 
@@ -151,6 +166,7 @@ class BenchPreset(BaseModel):
     donors: list[ModelSpec] = Field(default_factory=list)
     label_scarce: bool = Field(True, description="also train every baseline on the labelled share only")
     pruned: PrunedSection = Field(default_factory=PrunedSection)
+    ptq: PTQSection = Field(default_factory=PTQSection)
     targets: list[Target] = Field(min_length=1, max_length=MAX_TARGETS,
                                   description="budget targets (relative budgets: x teacher)")
     measure: MeasureSection = Field(default_factory=MeasureSection)

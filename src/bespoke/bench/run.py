@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bespoke.bench.baseline_stages import donor_stages, pruned_stages, teacher_stages
+from bespoke.bench.baseline_stages import donor_stages, pruned_stages, ptq_stages, teacher_stages
 from bespoke.bench.context import TEACHER, BenchContext
 from bespoke.bench.costs import MethodCost, method_costs
 from bespoke.bench.engines import EXPECTED_ENGINES, EngineStage, engine_stages, missing_reason, run_engine_stage
@@ -62,6 +62,7 @@ def run_bench(preset: str | Path | BenchPreset = "fashion-mnist", out: str | Pat
     ledger = StageLedger(out / "stages.json")
     _forget_deliveries(ledger, out, redeliver, log)
     records = teacher_stages(ctx, ledger) + donor_stages(ctx, ledger) + pruned_stages(ctx, ledger)
+    records += ptq_stages(ctx, ledger)
     engine_status: dict[str, dict[str, str]] = {}
     registered = engine_stages()
     stages = dict(engines) if engines is not None else {n: registered[n] for n in spec.engines if n in registered}
