@@ -125,26 +125,27 @@ def test_bench_smoke_engine_stage_delivers_through_the_bench(engine: str, tmp_pa
 
 
 def test_bench_smoke_quantizes_the_baselines_for_an_int8_target(tmp_path: Path) -> None:
-    """An int8 target: the teacher and the teacher pruned for it are quantized after training (PTQ baselines),
-    budgets are fractions of the fp32 teacher, the INT8 rows are measured like every other (no timing asserted)."""
+    """An int8 target: the teacher is quantized after training (a PTQ baseline; donors and the pruned teacher go
+    through the same loop), budgets are fractions of the fp32 teacher, the INT8 rows are measured like every other
+    (no timing asserted)."""
     from bespoke.quantize import PTQSearch
     from bespoke.targets import Target
 
     base = load_preset("fashion-mnist", smoke=True)
     int8 = Target.model_validate({**base.targets[0].model_dump(), "name": "ort1-int8-0.5x", "precision": "int8"})
     one = PTQSearch(formats=("QOperator",), weight_types=("uint8",), methods=("MinMax",), reduce_range=(False,),
-                    min_speedup=0)
+                    min_speedup=0, max_excluded=0)
     preset = base.model_copy(update={"donors": [], "label_scarce": False, "targets": [int8],
+                                     "pruned": base.pruned.model_copy(update={"enabled": False}),
                                      "ptq": base.ptq.model_copy(update={"search": one, "agreement": 0.0,
                                                                          "calibration": 16, "selection": 16})})
     run_bench(preset, tmp_path, smoke=True, engines={}, log=print)
     doc = json.loads((tmp_path / "results.json").read_text())
     rows = {m["method"]: m for m in doc["models"]}
-    teacher_ptq = [m for name, m in rows.items() if name.startswith("teacher") and name.endswith("+ PTQ")]
+    teacher_ptq = [m for name, m in rows.items() if name.startswith("teacher") and name.endswith(" int8")]
     assert teacher_ptq, list(rows)
-    for directory in ("ptq-teacher-ort1-int8-0.5x", "ptq-pruned-ort1-int8-0.5x"):
-        card = read_card(tmp_path / "models" / directory)
-        assert card.precision == "int8" and card.quantization is not None and card.accuracy is not None
+    card = read_card(tmp_path / "models" / "ptq-teacher-ort1-int8-0.5x")
+    assert card.precision == "int8" and card.quantization is not None and card.accuracy is not None
     assert teacher_ptq[0]["latency_1t_ms"] > 0 and teacher_ptq[0]["accuracy"] is not None
     # the budget is half the fp32 teacher's file timed on the int8 target (as it is: not quantized)
     teacher = read_card(tmp_path / "models" / "teacher")

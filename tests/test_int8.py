@@ -26,7 +26,7 @@ FAST = {"warmup": 1, "repeats": 10}
 #: two candidates, so the tests exercise the choice without running the whole grid
 #: (a tiny random-init graph is not faster in INT8, so the speed rule is off here; its own test is below)
 SMALL = PTQSearch(formats=("QOperator", "QDQ"), weight_types=("uint8",), methods=("MinMax",), reduce_range=(False,),
-                  min_speedup=0)
+                  min_speedup=0, max_excluded=0)
 
 
 def fp32_dir(path: Path, resolution: int = 32) -> Path:
@@ -223,3 +223,24 @@ def test_an_int8_part_is_timed_without_the_float_boundary_a_whole_model_does_not
     assert part_timing_graph(fp32, "fp32") is fp32
     float_out = export_onnx_bytes(nn.Flatten().eval(), (1, 8, 2, 2))  # nothing quantized: left as it is
     assert inner_graph(float_out) == float_out
+
+
+def test_quantization_aware_fine_tune_then_quantize(world, tmp_path):
+    """``qat_epochs``: the model is fine-tuned under fake quantization (into OUT/.qat), then that model is
+    quantized; the card says so and a rerun resumes (no accuracy asserted: a tiny random-init model)."""
+    data, source = world
+    out = tmp_path / "out"
+    one = SMALL.model_copy(update={"formats": ("QOperator",), "max_excluded": 0})
+    written = quantize_model_dir(source, str(data), [int8_target()], out, calibration=4, selection=4, search=one,
+                                 qat_epochs=1, agreement_threshold=0.0)
+    card = read_card(written["cpu1-int8"])
+    assert card.quantization.method == "qat-static" and card.precision == "int8"
+    assert card.quantization.fp32_twin == str((out / ".qat").resolve())
+    twin = read_card(out / ".qat")
+    assert twin.precision == "fp32" and twin.method.endswith("+ QAT") and twin.cost_cpu_s["qat"] > 0
+    assert twin.provenance["qat"]["source"] == str(source.resolve()) and twin.accuracy is not None
+    model, _ = load_model_dir(out / ".qat")  # a plain model again: no fake quantization left in it
+    assert not any("parametrizations" in k or "qat_" in k for k in model.state_dict())
+    before = (written["cpu1-int8"] / "card.json").stat().st_mtime_ns
+    quantize_model_dir(source, str(data), [int8_target()], out, search=one, qat_epochs=1, agreement_threshold=0.0)
+    assert (written["cpu1-int8"] / "card.json").stat().st_mtime_ns == before

@@ -32,7 +32,7 @@ from tests.test_house_helpers import R, house_kwargs, one_thread, splits
 
 #: one quantization setting, without the speed rule (a tiny graph is not faster in INT8)
 ONE_PTQ = PTQSearch(formats=("QOperator",), weight_types=("uint8",), methods=("MinMax",), reduce_range=(False,),
-                    min_speedup=0)
+                    min_speedup=0, max_excluded=0)
 
 
 @pytest.fixture(scope="module", autouse=True)

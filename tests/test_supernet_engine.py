@@ -310,7 +310,7 @@ def test_an_int8_target_gets_the_int8_graph_of_a_subnet_searched_on_quantized_pa
     targets = targets_from_dicts([{"name": "ort-int8", "runtime": "onnxruntime", "precision": "int8",
                                    "budget": "5x", "repeats": 5, "warmup": 1}])
     one = PTQSearch(formats=("QOperator",), weight_types=("uint8",), methods=("MinMax",), reduce_range=(False,),
-                    min_speedup=0)
+                    min_speedup=0, max_excluded=0)
     cfg = SelectConfig(predictor_samples=12, predictor_val_images=30, calib_images=32, population=16,
                        generations=5, calibration_subnets=3, ptq=one, int8_agreement=0.0)
     result = select_subnets(supernet, targets, tmp_path / "out", config=cfg, data=data)

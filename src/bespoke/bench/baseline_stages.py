@@ -179,6 +179,6 @@ def ptq_stages(ctx: BenchContext, ledger: StageLedger) -> list[StageRecord]:
                                    agreement_threshold=section.agreement, search=section.search, log=ctx.log)
 
             records.append(_measured(ctx, run_model_stage(
-                ledger, name, directory, make, method=f"{read_card(source).method or key} + PTQ",
+                ledger, name, directory, make, method=f"{read_card(source).method or key} int8",
                 role="per-target", target=target.name, uses=[key], log=ctx.log)))
     return records

@@ -163,10 +163,15 @@ def quantize(
     calibration: Annotated[int, typer.Option(help="training images to calibrate on")] = 256,
     selection: Annotated[int, typer.Option(help="validation images the settings are chosen on")] = 1000,
     test_limit: Annotated[int | None, typer.Option(help="stratified subset of N test images")] = None,
+    train_limit: Annotated[int | None, typer.Option(help="training pool of N images (calibration, validation "
+                                                         "and the QAT fine-tune come from it)")] = None,
     agreement: Annotated[float, typer.Option(help="least share of test images where INT8 top-1 must equal fp32 "
                                                   "top-1; below it nothing is written")] = 0.9,
     min_speedup: Annotated[float, typer.Option(help="least paired speed-up over the fp32 graph a setting needs to "
                                                     "be delivered (0: any)")] = 1.1,
+    qat_epochs: Annotated[int, typer.Option(help="first fine-tune this many epochs under fake quantization "
+                                                 "(quantization-aware training, distilled from the model itself; "
+                                                 "0: post-training quantization only)")] = 0,
     seed: Annotated[int, typer.Option(help="seed for the splits and the image subsets")] = 0,
 ) -> None:
     """Post-training static quantization (onnxruntime) of a model directory for every int8 target.
@@ -185,8 +190,10 @@ def quantize(
     from bespoke.targets import load_targets
 
     written = quantize_model_dir(directory, data, load_targets(targets), out, calibration=calibration,
-                                 selection=selection, test_limit=test_limit, seed=seed, agreement_threshold=agreement,
-                                 search=validate(PTQSearch, {"min_speedup": min_speedup}), log=console.print)
+                                 selection=selection, test_limit=test_limit, train_limit=train_limit, seed=seed,
+                                 agreement_threshold=agreement,
+                                 search=validate(PTQSearch, {"min_speedup": min_speedup}), qat_epochs=qat_epochs,
+                                 log=console.print)
     table = Table("target", "directory", "settings", "fp32 top-1", "int8 top-1", "agreement", "speed-up")
     for name, folder in written.items():
         card = read_card(folder)

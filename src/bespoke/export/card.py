@@ -87,7 +87,9 @@ class Quantization(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["ptq-static"] = "ptq-static"
+    method: Literal["ptq-static", "qat-static"] = Field(
+        "ptq-static", description="ptq-static: the trained model quantized; qat-static: quantized after a "
+                                  "fine-tune under fake quantization (bespoke.quantize.qat)")
     format: Literal["QDQ", "QOperator"]
     weight_type: Literal["uint8", "int8"]
     activation_type: Literal["uint8", "int8"]

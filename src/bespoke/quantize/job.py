@@ -14,6 +14,7 @@ from bespoke.export import CARD, ONNX, WEIGHTS, ModelCard, Quantization, read_ca
 from bespoke.quantize.calibrate import sample_images
 from bespoke.quantize.choose import Choice, PTQSearch, choose_settings
 from bespoke.quantize.ptq import top1_on
+from bespoke.quantize.qat import qat_finetune, qat_recipe
 from bespoke.targets import Target, measure_paired
 from bespoke.train import cpu_seconds
 from bespoke.utils.lock import output_lock
@@ -21,6 +22,8 @@ from bespoke.utils.progress import make_progress
 
 #: Share of test images where the INT8 graph's top-1 must equal the fp32 twin's for the directory to be written.
 AGREEMENT_THRESHOLD = 0.9
+#: Where ``quantize_model_dir`` keeps the quantization-aware fine-tuned fp32 model, under its output folder.
+QAT_DIR = ".qat"
 
 
 def default_out(directory: str | Path) -> Path:
@@ -31,16 +34,19 @@ def default_out(directory: str | Path) -> Path:
 
 def quantize_model_dir(directory: str | Path, data: str, targets: Sequence[Target], out: str | Path | None = None,
                        *, calibration: int = 256, selection: int | None = 1000, test_limit: int | None = None,
+                       train_limit: int | None = None,
                        seed: int = 0, val_fraction: float = 0.1, agreement_threshold: float = AGREEMENT_THRESHOLD,
-                       search: PTQSearch | None = None, log: Callable[[str], None] = lambda _line: None
-                       ) -> dict[str, Path]:
+                       search: PTQSearch | None = None, qat_epochs: int = 0,
+                       log: Callable[[str], None] = lambda _line: None) -> dict[str, Path]:
     """Quantize the fp32 model directory ``directory`` for every int8 target; ``OUT/<target>`` per target.
 
     Calibration on ``calibration`` training images of ``data``; the settings are chosen on ``selection``
     validation images (:func:`bespoke.quantize.choose_settings`, timed on the target); the INT8 graph's accuracy and
     its top-1 agreement with the fp32 graph are measured on the test split, and a directory is written only when the
-    agreement reaches ``agreement_threshold``. Holds the lock on ``out``; a target whose directory is complete (for
-    this fp32 directory) is skipped, so a rerun resumes.
+    agreement reaches ``agreement_threshold``. ``qat_epochs`` > 0: the model is first fine-tuned that long under
+    fake quantization (:func:`bespoke.quantize.qat.qat_finetune`, into ``OUT/.qat``; distilled from itself) and
+    that model is quantized. Holds the lock on ``out``; a target whose directory is complete (for this fp32
+    directory) is skipped, so a rerun resumes.
 
     Raises:
         BespokeError: no int8 target, an fp32 directory that is not one, no calibration or test images, or a
@@ -56,15 +62,21 @@ def quantize_model_dir(directory: str | Path, data: str, targets: Sequence[Targe
         raise BespokeError(f"{directory} is already an {twin.precision} model directory",
                            "quantize the fp32 model directory it was made from")
     out = Path(out) if out is not None else default_out(directory)
+    if qat_epochs < 0:
+        raise BespokeError(f"qat_epochs must be >= 0, got {qat_epochs}")
+    source = out / QAT_DIR if qat_epochs else directory
     with output_lock(out):
-        todo = [t for t in int8 if not _done(out / t.name, directory)]
+        todo = [t for t in int8 if not _done(out / t.name, source)]
         if not todo:
             return {t.name: out / t.name for t in int8}
         splits = load_dataset(data, resolution=twin.resolution, seed=seed, val_fraction=val_fraction,
-                              test_limit=test_limit)
-        fp32 = (directory / ONNX).read_bytes()
+                              train_limit=train_limit, test_limit=test_limit)
+        if qat_epochs:
+            if not (source / CARD).is_file():
+                qat_finetune(directory, splits, source, train=qat_recipe(qat_epochs, seed), log=log)
+        fp32 = (directory / ONNX).read_bytes()  # the speed-up is against the model as it came
         for target in todo:
-            quantize_to(directory, out / target.name, splits, target, calibration=calibration, selection=selection,
+            quantize_to(source, out / target.name, splits, target, calibration=calibration, selection=selection,
                         seed=seed, where=f"{splits.name} ({data})", agreement_threshold=agreement_threshold,
                         search=search, log=log)
             m = measure_paired((out / target.name / ONNX).read_bytes(), fp32, target, reference_value=None)
@@ -107,8 +119,9 @@ def quantize_to(directory: str | Path, out_dir: str | Path, splits: DataSplits, 
                       calibration_set=f"{where} train split, {len(calib)} images, seed {seed}",
                       calibration_images=len(calib), cost=cpu_seconds() - start)
     save_quantized_model_dir(out_dir, (directory / WEIGHTS).read_bytes(), choice.best.graph, card)
+    fp32 = "-" if twin.accuracy is None else f"{twin.accuracy:.4f}"
     log(f"[quantize] {target.name}: {choice.best.settings.label}, test top-1 {card.accuracy:.4f} "
-        f"(fp32 {twin.accuracy}), agreement {card.quantization.agreement:.4f}")  # type: ignore[union-attr]
+        f"(fp32 {fp32}), agreement {card.quantization.agreement:.4f}")  # type: ignore[union-attr]
     return card
 
 
@@ -125,7 +138,8 @@ def _int8_card(twin: ModelCard, source: Path, choice: Choice, fp32_pred: np.ndar
                cost: float) -> ModelCard:
     s = choice.best.settings
     quantization = Quantization(
-        format=s.format, weight_type=s.weight_type, activation_type=s.activation_type, per_channel=s.per_channel,
+        method="qat-static" if "qat" in twin.provenance else "ptq-static", format=s.format,
+        weight_type=s.weight_type, activation_type=s.activation_type, per_channel=s.per_channel,
         reduce_range=s.reduce_range, calibration_method=s.calibration_method, calibration_images=calibration_images,
         calibration_set=calibration_set, nodes_excluded=list(s.nodes_excluded), sensitivity=choice.sensitivity,
         fp32_accuracy=float((fp32_pred == labels).mean()), int8_accuracy=float((pred == labels).mean()),
