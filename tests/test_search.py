@@ -15,7 +15,7 @@ from bespoke.cost import CostTable
 from bespoke.errors import BespokeError
 from bespoke.export import load_model_dir, read_card
 from bespoke.house import HouseCosts, build_house
-from bespoke.quantize import PTQSearch
+from bespoke.quantize import PTQSearch, QATConfig
 from bespoke.search import (
     AnnealConfig,
     Candidate,
@@ -244,7 +244,7 @@ def test_end_to_end_tiny_run_writes_model_directories(tmp_path):
     cards = search_and_deliver(house, targets, out=tmp_path / "out", data=data, eval_images=32,
                                anneal_config=AnnealConfig(iterations=15),
                                retrain=FinetuneConfig(epochs=1, batch_size=32, kd_weight=0.5), ptq=ONE_PTQ,
-                               agreement_threshold=0.0)
+                               agreement_threshold=0.0, qat=QATConfig(calibration_batches=1))
     assert [c.target for c in cards] == ["macs", "ort1", "ort1-int8"]
     macs = read_card(tmp_path / "out" / "macs")
     assert macs.engine == "bespoke" and macs.budget == "0.97x" and macs.accuracy is not None
@@ -264,6 +264,10 @@ def test_end_to_end_tiny_run_writes_model_directories(tmp_path):
     assert int8.precision == "int8" and int8.quantization is not None and int8.delivery.measured > 0
     assert int8.quantization.fp32_twin == str((tmp_path / "out" / ".work" / "ort1-int8" / "fp32").resolve())
     assert read_card(int8.quantization.fp32_twin).precision == "fp32"
+    # its student was retrained under fake quantization (own checkpoint stage), the fp32 ones without
+    assert (tmp_path / "out" / ".work" / "ort1-int8" / "checkpoints" / "retrain-qat.pt").is_file()
+    assert not (tmp_path / "out" / ".work" / "ort1" / "checkpoints" / "retrain-qat.pt").exists()
+    assert not any("parametrizations" in k for k in load_model_dir(int8.quantization.fp32_twin)[0].state_dict())
     tables = [json.loads(p.read_text()) for p in (tmp_path / "house" / "latency").glob("*.json")]
     assert {t["settings"]["precision"] for t in tables} == {"fp32", "int8"}
     again = search_and_deliver(house, targets, out=tmp_path / "out", data=data)

@@ -7,6 +7,7 @@ whose directory has a card is skipped; the search result and the retraining chec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -15,14 +16,14 @@ from typing import Any
 
 from torch import nn
 
-from bespoke.data import DataSplits
+from bespoke.data import DataSplits, build_transform, make_loader
 from bespoke.delivery import Reference, confirm_verdict, measure_against, write_delivery
 from bespoke.errors import BespokeError
 from bespoke.export import CARD, ONNX, SHARED_COST_PREFIX, ModelCard, read_card, save_model_dir
 from bespoke.house import House, assemble_student, student_arch_config
 from bespoke.house.build import build_house
 from bespoke.house.data import house_splits
-from bespoke.quantize import AGREEMENT_THRESHOLD, PTQSearch, quantize_to
+from bespoke.quantize import AGREEMENT_THRESHOLD, PTQSearch, QATConfig, fake_quantized, quantize_to
 from bespoke.search.annealing import AnnealConfig
 from bespoke.search.job import BlockJob, retrain_recipe
 from bespoke.search.select import TargetSearch, search_target
@@ -36,18 +37,29 @@ WORK_DIR = ".work"
 
 
 def retrain_student(house: House, alternatives: Sequence[str], *, data: DataSplits | str | None = None,
-                    out_dir: str | Path, config: FinetuneConfig | dict[str, Any] | None = None
-                    ) -> tuple[nn.Module, FinetuneResult]:
+                    out_dir: str | Path, config: FinetuneConfig | dict[str, Any] | None = None,
+                    qat: QATConfig | None = None) -> tuple[nn.Module, FinetuneResult]:
     """Assemble the student and fine-tune it (cross-entropy + KD from the house's teacher). Resumable.
 
     ``config``: the recipe, or overrides of :data:`DEFAULT_RETRAIN` (a partial mapping keeps its other keys).
-    The result's accuracy is top-1 on the test split.
+    ``qat``: retrain under fake quantization (:mod:`bespoke.quantize.qat`; for an int8 target: the student learns
+    weights that round well), removed afterwards. The result's accuracy is top-1 on the test split (with the fake
+    quantization on, for ``qat``).
     """
     splits = house_splits(house, data)
     student = assemble_student(house, list(alternatives))
     meta = house.meta.teacher
-    result = finetune(student, splits.train, splits.test, retrain_recipe(config), mean=meta.mean, std=meta.std,
-                      out_dir=out_dir, teacher=house.teacher_model(), stage="retrain")
+    recipe = retrain_recipe(config)
+    if qat is None:
+        layout: contextlib.AbstractContextManager = contextlib.nullcontext()
+    else:
+        loader = make_loader(splits.train, build_transform("eval", meta.mean, meta.std), 64, shuffle=True,
+                             seed=recipe.seed)
+        batches = [x for (x, _y), _ in zip(loader, range(qat.calibration_batches), strict=False)]
+        layout = fake_quantized(student, qat, batches)
+    with layout:
+        result = finetune(student, splits.train, splits.test, recipe, mean=meta.mean, std=meta.std,
+                          out_dir=out_dir, teacher=house.teacher_model(), stage="retrain-qat" if qat else "retrain")
     return student.eval(), result
 
 
@@ -125,12 +137,14 @@ def search_and_deliver(house: House | str | Path, targets: Sequence[Target] | st
                        data: DataSplits | str | None = None, anneal_config: AnnealConfig | None = None,
                        retrain: FinetuneConfig | dict[str, Any] | None = None, eval_images: int = 256,
                        margin: float = 0.05, ptq: PTQSearch | None = None,
-                       agreement_threshold: float = AGREEMENT_THRESHOLD) -> list[ModelCard]:
+                       agreement_threshold: float = AGREEMENT_THRESHOLD, qat: QATConfig | None = None
+                       ) -> list[ModelCard]:
     """For every target: search, retrain with KD, export to ``out/<target>/``. Returns the cards.
 
     An int8 target's search prices parts and students quantized; its retrained student is kept as an fp32 twin in
     ``out/.work/<target>/fp32`` and delivered as its INT8 graph (:func:`deliver_int8`; ``ptq``: the
-    quantization settings tried, ``agreement_threshold``: the top-1 agreement with the twin it must reach).
+    quantization settings tried, ``agreement_threshold``: the top-1 agreement with the twin it must reach;
+    ``qat``: retrain an int8 target's student under fake quantization, see :func:`retrain_student`).
 
     A target whose budget no student met gets no directory; the others are delivered first, then one
     ``BespokeError`` names every missed target.
@@ -160,7 +174,8 @@ def search_and_deliver(house: House | str | Path, targets: Sequence[Target] | st
         log.info("target %s: %d alternatives, predicted %.4g %s (budget %.4g; cost table leave-one-out error max %s)",
                  target.name, len(search.alternatives), search.predicted, search.unit, search.budget_resolved,
                  "-" if search.loo_max_abs is None else f"{100 * search.loo_max_abs:.1f} %")
-        student, result = retrain_student(house, search.alternatives, data=splits, out_dir=work, config=retrain)
+        student, result = retrain_student(house, search.alternatives, data=splits, out_dir=work, config=retrain,
+                                          qat=qat if target.precision == "int8" else None)
         costs = {"search": search.cpu_s, "retrain": result.cpu_s,
                  f"{SHARED_COST_PREFIX}house": float(sum(house.index.cost_cpu_s.values()))}
         if target.precision == "int8":
