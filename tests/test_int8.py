@@ -139,9 +139,15 @@ def test_cli_quantize(world, tmp_path, capsys):
     targets = tmp_path / "t.yaml"
     targets.write_text("targets:\n  - {name: q, runtime: onnxruntime, precision: int8, warmup: 1, repeats: 10}\n")
     code, out, err = run_cli(["quantize", str(source), "--data", str(data), "--targets", str(targets),
-                              "--out", str(tmp_path / "o"), "--calibration", "8", "--min-speedup", "0"], capsys)
+                              "--out", str(tmp_path / "o"), "--calibration", "8", "--min-speedup", "0",
+                              "--formats", "QOperator", "--weight-types", "uint8", "--max-fp32-nodes", "0"], capsys)
     assert code == 0, err
-    assert read_card(tmp_path / "o" / "q").precision == "int8" and "agreement" in out
+    card = read_card(tmp_path / "o" / "q")
+    assert card.precision == "int8" and "agreement" in out and card.quantization.format == "QOperator"
+    assert len(card.provenance["ptq"]["candidates"]) == 3  # MinMax, Percentile, Entropy: what was asked for
+    code, _out, err = run_cli(["quantize", str(source), "--data", str(data), "--targets", str(targets),
+                               "--out", str(tmp_path / "o2"), "--formats", "QInt"], capsys)
+    assert code == 2 and "QInt" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_setting_slower_than_fp32_is_never_chosen(world, monkeypatch):

@@ -25,7 +25,8 @@ def world(tmp_path_factory):
 def argv(world, tmp: Path, runtime: str = "onnxruntime", *extra: str) -> list[str]:
     (tmp / "t.yaml").write_text(TARGET % runtime)
     return ["quantize", str(world[1]), "--data", str(world[0]), "--targets", str(tmp / "t.yaml"),
-            "--out", str(tmp / "out"), "--calibration", "8", "--min-speedup", "0", *extra]  # tiny graphs: no gain
+            "--out", str(tmp / "out"), "--calibration", "8", "--min-speedup", "0",  # tiny graphs: no gain
+            "--formats", "QOperator", "--weight-types", "uint8", "--max-fp32-nodes", "0", *extra]
 
 
 def nothing_written(tmp: Path) -> None:

@@ -152,6 +152,17 @@ def profile(
     console.print(table)
 
 
+def _listed(text: str, option: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated option's values, each one of ``allowed``."""
+    from bespoke.errors import BespokeError
+
+    values = tuple(part.strip() for part in text.split(",") if part.strip())
+    for value in values or ("",):
+        if value not in allowed:
+            raise BespokeError(f"{option} {value!r} is not one of {', '.join(allowed)}", "see bespoke quantize --help")
+    return values
+
+
 @app.command()
 def quantize(
     directory: Annotated[Path, typer.Argument(help="fp32 model directory (card.json + model.onnx + weights)")],
@@ -169,6 +180,11 @@ def quantize(
                                                   "top-1; below it nothing is written")] = 0.9,
     min_speedup: Annotated[float, typer.Option(help="least paired speed-up over the fp32 graph a setting needs to "
                                                     "be delivered (0: any)")] = 1.1,
+    formats: Annotated[str, typer.Option(help="graph formats to try, comma-separated: QOperator, QDQ")
+                       ] = "QOperator,QDQ",
+    weight_types: Annotated[str, typer.Option(help="weight types to try, comma-separated: uint8, int8")] = "uint8,int8",
+    max_fp32_nodes: Annotated[int, typer.Option(help="most graph nodes left in fp32 when a setting still loses "
+                                                     "accuracy (0: none)")] = 8,
     qat_epochs: Annotated[int, typer.Option(help="first fine-tune this many epochs under fake quantization "
                                                  "(quantization-aware training, distilled from the model itself; "
                                                  "0: post-training quantization only)")] = 0,
@@ -192,7 +208,12 @@ def quantize(
     written = quantize_model_dir(directory, data, load_targets(targets), out, calibration=calibration,
                                  selection=selection, test_limit=test_limit, train_limit=train_limit, seed=seed,
                                  agreement_threshold=agreement,
-                                 search=validate(PTQSearch, {"min_speedup": min_speedup}), qat_epochs=qat_epochs,
+                                 search=validate(PTQSearch, {"min_speedup": min_speedup, "max_excluded": max_fp32_nodes,
+                                                             "formats": _listed(formats, "--formats",
+                                                                                ("QOperator", "QDQ")),
+                                                             "weight_types": _listed(weight_types, "--weight-types",
+                                                                                     ("uint8", "int8"))}),
+                                 qat_epochs=qat_epochs,
                                  log=console.print)
     table = Table("target", "directory", "settings", "fp32 top-1", "int8 top-1", "agreement", "speed-up")
     for name, folder in written.items():
