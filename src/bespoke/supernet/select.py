@@ -151,7 +151,7 @@ def _measure_after_export(ctx: _Context, model: torch.nn.Module, model_dir: Path
     """
     if target.runtime == "onnxruntime" and table.reference:
         return measure_paired(as_deployed(model_dir / "model.onnx", target.precision),
-                              as_deployed(ctx.reference_onnx(target.batch), target.precision), target,
+                              ctx.reference_onnx(target.batch, target.precision), target,
                               reference_value=table.reference)
     if target.runtime == "table":
         return Measurement.exact(predicted, unit="ms", runtime="table",
@@ -184,16 +184,17 @@ class _Context:
     supernet_dir: Path
     shared_cpu: dict[str, float]
     source: DataSource | None = None
-    _references: dict[int, bytes] = field(default_factory=dict)
+    _references: dict[tuple[int, str], bytes] = field(default_factory=dict)
 
-    def reference_onnx(self, batch: int) -> bytes:
-        """The largest subnet exported once per batch size: every pick of every target is timed against it."""
-        if batch not in self._references:
+    def reference_onnx(self, batch: int, precision: str = "fp32") -> bytes:
+        """The largest subnet exported (and for int8, quantized for timing) once per batch size and precision:
+        every pick of every target is timed against it."""
+        if (batch, precision) not in self._references:
             largest = self.net.space.largest()
-            self._references[batch] = export_onnx_bytes(extract_subnet(self.net, largest),
-                                                         image_shape(batch, largest.resolution),
-                                                         dynamic_batch=True)
-        return self._references[batch]
+            fp32 = export_onnx_bytes(extract_subnet(self.net, largest), image_shape(batch, largest.resolution),
+                                     dynamic_batch=True)
+            self._references[(batch, precision)] = as_deployed(fp32, precision)  # type: ignore[assignment]
+        return self._references[(batch, precision)]
 
 
 def _search(ctx: _Context, table: SubnetCosts, limit: float, unit: str) -> tuple[SubnetConfig, float, float, float]:
@@ -333,7 +334,7 @@ def deliver_int8(ctx: _Context, target: Target, choice: TargetChoice, table: Sub
                            agreement_threshold=ctx.cfg.int8_agreement, search=ctx.cfg.ptq)
     except BespokeError as exc:
         raise NotQuantized(exc.message, exc.hint) from None
-    m = measure_paired(final / ONNX, as_deployed(ctx.reference_onnx(target.batch), target.precision), target,
+    m = measure_paired(final / ONNX, ctx.reference_onnx(target.batch, target.precision), target,
                        reference_value=table.reference)
     card = write_delivery(final, target, budget=choice.budget_resolved, readings=[m],
                           predicted=choice.predicted_cost, attempts=choice.attempts, reference=table.reference)

@@ -12,6 +12,7 @@ images; the measurement after export of that graph is the verdict either way.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import tempfile
@@ -113,7 +114,13 @@ class _RandomInputs(CalibrationDataReader):
 
 def timing_graph(graph: bytes, *, seed: int = 0) -> bytes:
     """``graph`` as an int8 target runs it: statically quantized with :data:`TIMING_SETTING` (a graph already
-    quantized is returned as it is)."""
+    quantized is returned as it is). The last few results are kept: a reference model timed with every chunk of
+    parts, or with every pick, is quantized once."""
+    return _timing_graph(graph, seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _timing_graph(graph: bytes, seed: int) -> bytes:
     if is_quantized(graph):
         return graph
     try:
