@@ -1,6 +1,7 @@
 """The built-in stages: teacher fine-tunes, donor fine-tunes, pruned teacher + KD per budget; each in two
-label regimes (all training labels, and only the labelled share); and for int8 targets, each of the full-label
-ones quantized after training (PTQ)."""
+label regimes (all training labels, and only the labelled share); for the label-scarce runs also the teacher
+self-trained on labelled + unlabelled images and every donor distilled from it on all images; and for int8
+targets, each of the full-label ones quantized after training (PTQ)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,17 @@ from pathlib import Path
 
 from torch import nn
 
-from bespoke.baselines import BudgetInfo, Teacher, finetune_donor, prune_and_distill
-from bespoke.bench.context import TEACHER, TEACHER_LABELLED, BenchContext
+from bespoke.baselines import (
+    BudgetInfo,
+    Teacher,
+    distilled_from,
+    finetune_donor,
+    prune_and_distill,
+    self_trained_teacher,
+)
+from bespoke.bench.context import TEACHER, TEACHER_LABELLED, TEACHER_SEMI, BenchContext
 from bespoke.bench.measuring import REFERENCE_TRIES, measure_model_dir, measure_record, measurement_targets
+from bespoke.bench.preset import ModelSpec
 from bespoke.bench.stages import StageLedger, StageRecord, run_model_stage
 from bespoke.delivery import Reference, measure_against
 from bespoke.errors import BespokeError
@@ -33,11 +42,13 @@ def _suffix(labelled_only: bool, ctx: BenchContext) -> str:
 
 
 def teacher_stages(ctx: BenchContext, ledger: StageLedger) -> list[StageRecord]:
-    """Fine-tune the teacher on all labels and on the labelled share; resolve the budgets against it."""
+    """Fine-tune the teacher on all labels and on the labelled share, self-train the latter on every image (the
+    semi-supervised teacher, when wanted); resolve the budgets against the first."""
     spec = ctx.preset.teacher
     records = []
     wanted = [(False, TEACHER)]
-    if ctx.preset.label_scarce or any(ctx.preset.engine_teacher(e) == "labelled" for e in ctx.preset.engines):
+    if (ctx.preset.label_scarce or ctx.preset.wants_semi_teacher()
+            or any(ctx.preset.engine_teacher(e) == "labelled" for e in ctx.preset.engines)):
         wanted.append((True, TEACHER_LABELLED))
     for labelled_only, key in wanted:
         directory = ctx.out / "models" / key
@@ -49,8 +60,25 @@ def teacher_stages(ctx: BenchContext, ledger: StageLedger) -> list[StageRecord]:
             method=method, role="one-off", log=ctx.log)))
     if records[0].status == "failed":
         raise BespokeError(f"the teacher could not be fine-tuned: {records[0].message}")
+    if ctx.preset.wants_semi_teacher() and records[-1].status in ("done", "skipped"):
+        records.append(_semi_teacher_stage(ctx, ledger))
     ctx.budgets.update(resolve_budgets(ctx))
     return records
+
+
+def _semi_teacher_stage(ctx: BenchContext, ledger: StageLedger) -> StageRecord:
+    """The labelled-share teacher self-trained on every training image (``semi_teacher:``)."""
+    spec, directory = ctx.preset.teacher, ctx.out / "models" / TEACHER_SEMI
+    ctx.teacher_dirs[TEACHER_SEMI] = directory
+    method = f"semi-supervised teacher {spec.model}{_suffix(True, ctx)}"
+
+    def make() -> ModelCard:
+        return self_trained_teacher(ctx.teacher_dirs[TEACHER_LABELLED], ctx.labelled, ctx.unlabelled,
+                                    ctx.all_images_data(), ctx.preset.train_config(spec),
+                                    ctx.preset.semi_teacher.rounds, directory, method=method)
+
+    return _measured(ctx, run_model_stage(ledger, TEACHER_SEMI, directory, make, method=method, role="one-off",
+                                          uses=[TEACHER_LABELLED], log=ctx.log))
 
 
 def resolve_budgets(ctx: BenchContext) -> dict[str, float]:
@@ -99,6 +127,31 @@ def donor_stages(ctx: BenchContext, ledger: StageLedger) -> list[StageRecord]:
                 ledger, name, directory, lambda s=spec, lo=labelled_only, m=method, d=directory: finetune_donor(
                     s.model, ctx.train_data(lo), ctx.preset.train_config(s), d, method=m, engine="baseline-donor"),
                 method=method, role="one-off", log=ctx.log)))
+    return records + _distilled_donor_stages(ctx, ledger)
+
+
+def _distilled_donor_stages(ctx: BenchContext, ledger: StageLedger) -> list[StageRecord]:
+    """Every donor's labelled-share fine-tune distilled from the semi-supervised teacher on every image."""
+    section, semi = ctx.preset.semi_teacher, ledger.get(TEACHER_SEMI)
+    if not (ctx.preset.wants_semi_teacher() and section.donors and ctx.preset.label_scarce):
+        return []
+    if semi is None or semi.status not in ("done", "skipped"):
+        return []
+    records = []
+    for spec in ctx.preset.donors:
+        start, name = f"donor-{spec.model}-labelled", f"donor-{spec.model}-kd"
+        if (done := ledger.get(start)) is None or done.status not in ("done", "skipped"):
+            continue
+        method = f"{spec.model} + KD from semi-supervised teacher{_suffix(True, ctx)}"
+        directory = ctx.out / "models" / name
+
+        def make(s: ModelSpec = spec, start: str = start, m: str = method, d: Path = directory) -> ModelCard:
+            return distilled_from(ctx.out / "models" / start, ctx.teacher_dirs[TEACHER_SEMI], ctx.labelled,
+                                  ctx.unlabelled, ctx.all_images_data(), ctx.preset.train_config(s),
+                                  ctx.preset.semi_teacher.rounds, d, method=m)
+
+        records.append(_measured(ctx, run_model_stage(ledger, name, directory, make, method=method,
+                                                      role="one-off", uses=[TEACHER_SEMI, start], log=ctx.log)))
     return records
 
 

@@ -3,7 +3,8 @@
 cost(K) = preparation + K x per-target, where
 
 * preparation = the method's one-off stages (a donor's fine-tune, an engine's shared work) + the one-off
-  stages it builds on (the teacher's fine-tune for pruning + KD and for the engines);
+  stages it builds on, and those they build on (the teacher's fine-tune for pruning + KD and for the engines;
+  the labelled-share teacher under the semi-supervised one);
 * per-target = the mean cost of the method's per-target stages (pruning search + KD retraining for one
   budget; an engine's per-target search / extraction / retraining), measured on the benchmark's targets and
   extrapolated linearly to K targets. A method without per-target stages (a donor) costs the same for any K
@@ -52,13 +53,26 @@ def method_costs(records: Sequence[StageRecord], ks: Sequence[int] = DEFAULT_KS)
             continue
         one_off = [r for r in recs if r.role == "one-off"]
         per_target = [r.cpu_s or 0.0 for r in recs if r.role == "per-target"]
-        used = [by_name[u] for u in dict.fromkeys(u for r in recs for u in r.uses) if u in by_name]
+        used = _built_on([u for r in recs for u in r.uses], by_name)
         prep_records = [*used, *one_off]
         out.append(MethodCost(method=method, preparation_cpu_s=round(sum(r.cpu_s or 0.0 for r in prep_records), 1),
                               per_target_cpu_s=round(mean(per_target), 1) if per_target else 0.0,
                               targets_measured=len(per_target), preparation_from=[r.name for r in prep_records],
                               ks=tuple(ks)))
     return out
+
+
+def _built_on(names: Sequence[str], by_name: dict[str, StageRecord]) -> list[StageRecord]:
+    """The records named, and the ones they use in turn (each once, in first-seen order)."""
+    found: dict[str, StageRecord] = {}
+    queue = list(names)
+    while queue:
+        name = queue.pop(0)
+        if name in found or name not in by_name:
+            continue
+        found[name] = by_name[name]
+        queue.extend(by_name[name].uses)
+    return list(found.values())
 
 
 def costs_markdown(costs: Sequence[MethodCost], ks: Sequence[int] = DEFAULT_KS) -> str:

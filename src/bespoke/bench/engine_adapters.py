@@ -10,9 +10,11 @@ imported when their stage runs: an engine that does not import makes only its ow
 
 Settings come from the preset's ``bespoke:`` / ``tofa:`` sections (keys checked by the preset):
 
-* ``bespoke``: ``teacher`` (``all`` | ``labelled``, default ``all``), ``house`` (HouseSettings), ``search``
-  (SearchSettings), ``retrain`` (overrides of DEFAULT_RETRAIN): the fields of ``bespoke.search.BlockJob``, the
-  recipe ``bespoke house build`` / ``bespoke search --config`` read too;
+* ``bespoke``: ``teacher`` (``all`` | ``labelled`` | ``semi``, default ``all``), ``house`` (HouseSettings),
+  ``search`` (SearchSettings), ``retrain`` (overrides of DEFAULT_RETRAIN): the fields of
+  ``bespoke.search.BlockJob``, the recipe ``bespoke house build`` / ``bespoke search --config`` read too;
+* ``bespoke_label_scarce``: keys of ``bespoke`` laid over it (its ``teacher`` aside: ``semi`` by default), for the
+  block engine trained on the labelled share's labels + unlabelled images;
 * ``tofa``: ``teacher`` (default ``labelled``: the semi-supervised engine sees only the labelled share's
   labels), ``space`` (SpaceOptions), ``train`` (SupernetTrainConfig), ``select`` (SelectConfig);
 * ``tofa_labelled_only``: keys of ``tofa`` laid over it, for the ablation trained with ``semi_supervised: false``;
@@ -41,10 +43,19 @@ def engine_targets(ctx: BenchContext) -> list[Target]:
     return [t for t in ctx.targets if t.name in ctx.budgets]
 
 
-def _teacher(ctx: BenchContext, engine: str) -> tuple[Path, bool]:
-    """The teacher directory an engine asked for (``teacher: all | labelled``; the preset checked the value)."""
-    labelled = ctx.preset.engine_teacher(engine) == "labelled"
-    return ctx.teacher(labelled_only=labelled), labelled
+def _teacher(ctx: BenchContext, engine: str) -> tuple[Path, str]:
+    """The teacher directory an engine asked for and its kind (``teacher: all | labelled | semi``; the preset
+    checked the value)."""
+    kind = ctx.preset.engine_teacher(engine)
+    return ctx.teacher(kind), kind
+
+
+_TEACHER_LABEL = {"all": "", "labelled": "{share} labels teacher", "semi": "{share} labels, semi-supervised teacher"}
+
+
+def _teacher_suffix(ctx: BenchContext, kind: str) -> str:
+    label = _TEACHER_LABEL[kind].format(share=f"{ctx.preset.data.label_fraction:.0%}")
+    return f" ({label})" if label else ""
 
 
 def _label(dirs: list[Path], method: str) -> list[Path]:
@@ -67,18 +78,30 @@ def _delivered(out: Path, targets: list[Target], exc: BespokeError, ctx: BenchCo
     return dirs
 
 
-def block_engine_stage(ctx: BenchContext) -> list[Path]:
-    """House + block distillation + annealing search + KD retraining, one model per target."""
+def _block_engine(ctx: BenchContext, stage: str, label_scarce: bool) -> list[Path]:
     search = importlib.import_module("bespoke.search")
-    teacher, labelled = _teacher(ctx, "bespoke")
-    job = search.BlockJob.model_validate({k: v for k, v in ctx.engine_settings("bespoke").items() if k != "teacher"})
-    targets, out = engine_targets(ctx), ctx.stage_dir("bespoke")
+    teacher, kind = _teacher(ctx, stage)
+    job = search.BlockJob.model_validate({k: v for k, v in ctx.engine_settings(stage).items() if k != "teacher"})
+    targets, out = engine_targets(ctx), ctx.stage_dir(stage)
+    data = ctx.label_scarce_splits() if label_scarce else ctx.splits
     try:
-        dirs = search.run_block_engine(teacher, targets, data=ctx.splits, out=out, job=job)
+        dirs = search.run_block_engine(teacher, targets, data=data, out=out, job=job)
     except BespokeError as exc:  # a budget the house cannot reach: keep the targets already delivered
         dirs = _delivered(out, targets, exc, ctx)
-    suffix = f" ({ctx.preset.data.label_fraction:.0%} labels teacher)" if labelled else ""
-    return _label([Path(d) for d in dirs], f"bespoke block engine{suffix}")
+    name = "bespoke block engine, label-scarce" if label_scarce else "bespoke block engine"
+    return _label([Path(d) for d in dirs], name + _teacher_suffix(ctx, kind))
+
+
+def block_engine_stage(ctx: BenchContext) -> list[Path]:
+    """House + block distillation + annealing search + KD retraining, one model per target."""
+    return _block_engine(ctx, "bespoke", label_scarce=False)
+
+
+def block_engine_label_scarce_stage(ctx: BenchContext) -> list[Path]:
+    """The block engine in label-scarce mode: the house distilled from the semi-supervised teacher (block
+    distillation needs no labels), each student retrained on every training image with KD from that teacher and
+    cross-entropy on the labelled share only (the other images' labels hidden)."""
+    return _block_engine(ctx, "bespoke-label-scarce", label_scarce=True)
 
 
 def _supernet_data(ctx: BenchContext) -> dict[str, Any]:
@@ -112,7 +135,8 @@ def supernet_engine_stage(ctx: BenchContext) -> list[Path]:
     """TOFA: one supernet trained semi-supervised, then a subnet per target (no per-target training)."""
     out = ctx.stage_dir("tofa")
     dirs = _tofa(ctx, "tofa", ctx.engine_settings("tofa"), engine_targets(ctx), out / "models", out / "supernet")
-    return _label(dirs, f"tofa supernet ({_labels(ctx)})")
+    semi = ", semi-supervised teacher" if ctx.preset.engine_teacher("tofa") == "semi" else ""
+    return _label(dirs, f"tofa supernet ({_labels(ctx)}{semi})")
 
 
 def tofa_labelled_only_stage(ctx: BenchContext) -> list[Path]:
@@ -158,6 +182,7 @@ def extract_finetune_stage(ctx: BenchContext) -> list[Path]:
 def register_builtin_engines() -> None:
     """Register the engine stages under the names presets list in ``engines:`` (the two engines by default)."""
     register_engine_stage("bespoke", block_engine_stage)
+    register_engine_stage("bespoke-label-scarce", block_engine_label_scarce_stage)
     register_engine_stage("tofa", supernet_engine_stage)
     register_engine_stage("tofa-labelled-only", tofa_labelled_only_stage)
     register_engine_stage("tofa-sweep", tofa_sweep_stage)

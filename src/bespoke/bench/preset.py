@@ -18,7 +18,7 @@ from bespoke.errors import BespokeError
 from bespoke.quantize import PTQSearch
 from bespoke.targets import MAX_TARGETS, Target
 from bespoke.targets.spec import MAX_RUNS, MAX_THREADS
-from bespoke.train import FinetuneConfig
+from bespoke.train import FinetuneConfig, SemiSupervisedConfig
 from bespoke.utils.seed import Seed
 from bespoke.utils.yaml_io import load_yaml_file
 
@@ -27,18 +27,22 @@ PRESET_HINT = "fix the preset; see src/bespoke/presets/fashion-mnist.yaml"
 _ZOO_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
 
 #: the engine stages a preset can run (``engines:``), each reading its own section (``-`` written ``_``): the two
-#: engines, TOFA's labelled-only ablation and its sweep of extra targets (both laid over ``tofa:``), and
-#: per-target extraction + fine-tuning (the supernet engine's selection without supernet training)
+#: engines, the block engine in label-scarce mode (KD from the semi-supervised teacher on every image, labels of
+#: the labelled share only), TOFA's labelled-only ablation and its sweep of extra targets (both laid over
+#: ``tofa:``), and per-target extraction + fine-tuning (the supernet engine's selection without supernet training)
 ENGINE_KEYS: dict[str, frozenset[str]] = {
     "bespoke": frozenset({"teacher", "house", "search", "retrain"}),
+    "bespoke-label-scarce": frozenset({"teacher", "house", "search", "retrain"}),
     "tofa": frozenset({"teacher", "space", "train", "select"}),
     "tofa-labelled-only": frozenset({"teacher", "space", "train", "select"}),
     "tofa-sweep": frozenset({"targets", "range"}),
     "extract-finetune": frozenset({"teacher", "space", "select", "finetune"}),
 }
-#: which teacher each engine stage distils from when its section does not say (``all`` or ``labelled`` labels)
-ENGINE_TEACHER: dict[str, str] = {"bespoke": "all", "tofa": "labelled", "tofa-labelled-only": "labelled",
-                                  "extract-finetune": "labelled"}
+#: which teacher each engine stage distils from when its section does not say: ``all`` labels, the ``labelled``
+#: share only, or ``semi`` (self-trained on labelled + unlabelled images, see ``semi_teacher:``)
+ENGINE_TEACHER: dict[str, str] = {"bespoke": "all", "bespoke-label-scarce": "semi", "tofa": "labelled",
+                                  "tofa-labelled-only": "labelled", "extract-finetune": "labelled"}
+TEACHER_KINDS = ("all", "labelled", "semi")
 DEFAULT_ENGINES = ("bespoke", "tofa")
 
 
@@ -95,6 +99,19 @@ class PrunedSection(BaseModel):
     kd_temperature: float = Field(4.0, gt=0)
     train: dict[str, Any] = Field(default_factory=dict, description="keys of FinetuneConfig overriding recipe")
     search: PruneSettings = Field(default_factory=PruneSettings)
+
+
+class SemiTeacherSection(BaseModel):
+    """The label-scarce runs' teacher, self-trained from the labelled-share teacher on every training image
+    (``bespoke.baselines.self_trained_teacher``), and the donors distilled from it (``distilled_from``)."""
+
+    model_config = _Strict
+
+    enabled: bool = Field(True, description="train it (label-scarce runs, and any engine with teacher: semi)")
+    rounds: SemiSupervisedConfig = Field(default_factory=SemiSupervisedConfig, description="self-training "
+                                         "rounds over the shared recipe (bespoke.train.SemiSupervisedConfig)")
+    donors: bool = Field(True, description="also distil every donor from it on every image (each starting from "
+                         "its labelled-share fine-tune, one round of the same recipe)")
 
 
 class PTQSection(BaseModel):
@@ -167,10 +184,13 @@ class BenchPreset(BaseModel):
     label_scarce: bool = Field(True, description="also train every baseline on the labelled share only")
     pruned: PrunedSection = Field(default_factory=PrunedSection)
     ptq: PTQSection = Field(default_factory=PTQSection)
+    semi_teacher: SemiTeacherSection = Field(default_factory=SemiTeacherSection)
     targets: list[Target] = Field(min_length=1, max_length=MAX_TARGETS,
                                   description="budget targets (relative budgets: x teacher)")
     measure: MeasureSection = Field(default_factory=MeasureSection)
     bespoke: dict[str, Any] = Field(default_factory=dict, description="passed through to the block engine")
+    bespoke_label_scarce: dict[str, Any] = Field(default_factory=dict, description="over bespoke: the block "
+                                                 "engine in label-scarce mode (teacher: semi by default)")
     tofa: dict[str, Any] = Field(default_factory=dict, description="passed through to the supernet engine")
     tofa_labelled_only: dict[str, Any] = Field(default_factory=dict, description="over tofa: for its ablation "
                                                "trained on the labelled share only (semi_supervised false)")
@@ -192,8 +212,11 @@ class BenchPreset(BaseModel):
             if unknown:
                 raise ValueError(f"{name}: unknown key(s) {', '.join(unknown)}; "
                                  f"allowed: {', '.join(sorted(allowed))}")
-            if dict(section).get("teacher", "all") not in ("all", "labelled"):
-                raise ValueError(f"{name}.teacher must be 'all' or 'labelled'")
+            if dict(section).get("teacher", "all") not in TEACHER_KINDS:
+                raise ValueError(f"{name}.teacher must be one of {', '.join(map(repr, TEACHER_KINDS))}")
+            if (engine in self.engines and self.engine_teacher(engine) == "semi"
+                    and not self.semi_teacher.enabled):
+                raise ValueError(f"{name}.teacher is 'semi' but semi_teacher.enabled is false")
         unknown = sorted(set(self.engines) - set(ENGINE_KEYS))
         if unknown or len(set(self.engines)) != len(self.engines):
             raise ValueError(f"engines: {', '.join(unknown) or 'a name listed twice'}; known: "
@@ -205,7 +228,7 @@ class BenchPreset(BaseModel):
         return self
 
     def engine_teacher(self, engine: str) -> str:
-        """``all`` or ``labelled``: the teacher engine stage ``engine`` distils from."""
+        """``all``, ``labelled`` or ``semi``: the teacher engine stage ``engine`` distils from."""
         return str(self.stage_settings(engine).get("teacher", ENGINE_TEACHER.get(engine, "all")))
 
     def stage_settings(self, stage: str) -> dict[str, Any]:
@@ -214,6 +237,8 @@ class BenchPreset(BaseModel):
         own = dict(getattr(self, section_name(stage), None) or {})
         if stage == "tofa-labelled-only":
             return deep_merge(deep_merge(self.tofa, own), {"train": {"semi_supervised": False}})
+        if stage == "bespoke-label-scarce":
+            return deep_merge({k: v for k, v in self.bespoke.items() if k != "teacher"}, own)
         if stage == "tofa-sweep":
             return {**self.tofa_sweep.model_dump(mode="json"), "teacher": self.engine_teacher("tofa"),
                     "tofa": dict(self.tofa)}
@@ -226,6 +251,12 @@ class BenchPreset(BaseModel):
     def train_config(self, spec: ModelSpec) -> FinetuneConfig:
         """The recipe for ``spec``: the shared ``recipe`` with its own overrides."""
         return FinetuneConfig.model_validate({**self.recipe.model_dump(), **spec.train})
+
+    def wants_semi_teacher(self) -> bool:
+        """Whether the run trains the semi-supervised teacher: label-scarce runs, or an engine distilling from it."""
+        if not self.semi_teacher.enabled:
+            return False
+        return self.label_scarce or any(self.engine_teacher(e) == "semi" for e in self.engines)
 
     def pruned_config(self) -> FinetuneConfig:
         """The KD retraining recipe of the pruned baseline."""

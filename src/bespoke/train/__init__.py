@@ -7,7 +7,16 @@ from bespoke.train.finetune import UNLABELLED, FinetuneConfig, FinetuneResult, R
 from bespoke.train.guard import check_finite, check_finite_grads
 from bespoke.train.losses import feature_loss, kd_loss, soft_cross_entropy
 from bespoke.train.optim import make_optimizer, make_scheduler
-from bespoke.train.semi import HiddenLabels, SemiSupervisedConfig, SemiSupervisedResult, semi_supervised_finetune
+from bespoke.train.semi import (
+    HiddenLabels,
+    SemiSupervisedConfig,
+    SemiSupervisedResult,
+    WithTargets,
+    clean_logits,
+    labelled_and_unlabelled,
+    round_config,
+    semi_supervised_finetune,
+)
 
 __all__ = [
     "UNLABELLED",
@@ -19,16 +28,20 @@ __all__ = [
     "ResumableSampler",
     "SemiSupervisedConfig",
     "SemiSupervisedResult",
+    "WithTargets",
     "check_finite",
     "check_finite_grads",
+    "clean_logits",
     "cpu_seconds",
     "evaluate",
     "feature_loss",
     "finetune",
     "kd_loss",
+    "labelled_and_unlabelled",
     "make_optimizer",
     "make_scheduler",
     "predict_logits",
+    "round_config",
     "semi_supervised_finetune",
     "soft_cross_entropy",
 ]

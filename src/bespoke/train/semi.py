@@ -74,9 +74,19 @@ class HiddenLabels(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
+    @property
+    def labels(self) -> torch.Tensor:
+        """Every label, as :func:`~bespoke.data.dataset_labels` reads them (all unknown)."""
+        return torch.full((len(self),), UNLABELLED, dtype=torch.int64)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, _ = self.dataset[index]
         return image, UNLABELLED
+
+
+def labelled_and_unlabelled(labelled: Dataset, unlabelled: Dataset) -> ConcatDataset:
+    """Every training image: ``labelled`` with its labels, then ``unlabelled`` with its labels hidden."""
+    return ConcatDataset([labelled, HiddenLabels(unlabelled)])
 
 
 @dataclass
@@ -124,7 +134,7 @@ def semi_supervised_finetune(make_model: Callable[[], nn.Module], labelled: Data
     else:
         teacher = copy.deepcopy(start)
         rounds.append(None)
-    everything = ConcatDataset([labelled, HiddenLabels(unlabelled)])
+    everything = labelled_and_unlabelled(labelled, unlabelled)
     recipe = round_config(cfg, semi)
     extra_cpu = 0.0
     for r in range(1, semi.rounds + 1):
