@@ -18,8 +18,8 @@ from bespoke.bench.preset import load_preset
 from bespoke.bench.stages import StageRecord
 from bespoke.errors import BespokeError
 from bespoke.export import CARD, ModelCard, load_model_dir, read_card, save_model_dir
-from bespoke.train import UNLABELLED, FinetuneConfig, SemiSupervisedConfig, labelled_and_unlabelled
 from bespoke.supernet.tiny import tiny_arch_config, tiny_efficientnet, tiny_splits
+from bespoke.train import UNLABELLED, FinetuneConfig, SemiSupervisedConfig, labelled_and_unlabelled
 
 FASHION = Path(os.environ.get("BESPOKE_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 
@@ -50,7 +50,7 @@ def test_preset_teacher_kinds() -> None:
     assert preset.engine_teacher("bespoke-label-scarce") == "semi" and preset.wants_semi_teacher()
     doc = preset.model_dump(mode="json")
     doc["semi_teacher"]["enabled"] = False
-    with pytest.raises(ValueError, match="semi_teacher.enabled is false"):
+    with pytest.raises(ValueError, match=r"semi_teacher\.enabled is false"):
         type(preset).model_validate(doc)
     doc["semi_teacher"]["enabled"], doc["tofa"] = True, {"teacher": "noisy"}
     with pytest.raises(ValueError, match="'all', 'labelled', 'semi'"):
@@ -136,3 +136,38 @@ def test_label_scarce_stages_through_the_bench(tmp_path: Path) -> None:
     assert "teacher-semi" in json.dumps(house)
     rows = [m for m in doc["models"] if m["method"].startswith("bespoke block engine, label-scarce")]
     assert rows and all(r["accuracy"] is not None for r in rows)
+
+
+def test_teacher_soft_targets_replace_or_join_the_largest_subnets() -> None:
+    from bespoke.supernet.config import SupernetTrainConfig
+    from bespoke.supernet.losses import largest_loss, mixed_logits
+
+    labels = torch.tensor([0])
+    logits = torch.tensor([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 0.0]])  # labelled weak | unl weak | strong
+    teacher = torch.tensor([[0.0, 0.0, 4.0], [0.0, 0.0, 4.0]])
+    _, own, stats = largest_loss(logits, labels, 1, SupernetTrainConfig())
+    assert torch.equal(own.logits, logits[:2]) and "teacher_kd" not in stats
+    _, t, stats = largest_loss(logits, labels, 1, SupernetTrainConfig(soft_targets="teacher"), teacher)
+    assert torch.equal(t.logits, teacher) and stats["teacher_kd"] > 0
+    assert t.hard_labels(0.8)[0].tolist() == [0, 2]  # the true label of the labelled image, the teacher's else
+    _, both, _ = largest_loss(logits, labels, 1, SupernetTrainConfig(soft_targets="both"), teacher)
+    mean = (logits[:2].softmax(-1) + teacher.softmax(-1)) / 2
+    assert torch.allclose(both.logits.softmax(-1), mean, atol=1e-6)
+    assert torch.allclose(mixed_logits(teacher, teacher).softmax(-1), teacher.softmax(-1), atol=1e-6)
+    with pytest.raises(ValueError, match="needs the teacher's logits"):
+        largest_loss(logits, labels, 1, SupernetTrainConfig(soft_targets="teacher"))
+
+
+def test_supernet_trains_on_the_teachers_soft_targets(tmp_path: Path) -> None:
+    from bespoke.supernet import SupernetJob, train_supernet
+    from bespoke.supernet.config import SupernetTrainConfig
+    from bespoke.supernet.data import ResizedSource
+
+    teacher = _tiny_model_dir(tmp_path, "teacher", 0)
+    train = SupernetTrainConfig(steps=3, batch_size=8, n_random=1, eval_images=0, checkpoint_every=3,
+                                soft_targets="both")
+    result = train_supernet(SupernetJob(teacher=str(teacher), data="tiny", labels=0.25, out=tmp_path / "sn",
+                                        train=train), data=ResizedSource(tiny_splits(32)))
+    assert all(h["teacher_kd"] >= 0 and "kd" in h and "mask" in h for h in result.history)
+    meta = json.loads((tmp_path / "sn" / "supernet.json").read_text())
+    assert meta["job"]["train"]["soft_targets"] == "both" and meta["cost_cpu_s"]["supernet_train"] > 0

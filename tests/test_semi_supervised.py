@@ -113,7 +113,7 @@ def test_clean_targets_are_the_teachers_eval_logits_and_drive_distillation(tmp_p
                          kd_weight=1.0, lr=0.05)
     data = ConcatDataset([_images(4, 1), HiddenLabels(_images(8, 2))])
     teacher = _tiny().eval()
-    logits = clean_logits(teacher, data, (0.5,) * 3, (0.5,) * 3, cfg)
+    logits = clean_logits(teacher, data, (0.5,) * 3, (0.5,) * 3, device=cfg.device, batch_size=cfg.eval_batch_size)
     x = torch.stack([(data[i][0].float() / 255 - 0.5) / 0.5 for i in range(len(data))])
     with torch.no_grad():
         assert torch.allclose(logits, teacher(x), atol=1e-5)

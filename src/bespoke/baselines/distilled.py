@@ -76,7 +76,8 @@ def distilled_from(start_dir: str | Path, teacher_dir: str | Path, labelled: Dat
     with cpu_timer(costs, "teacher_targets"):
         teacher, teacher_card = load_model_dir(teacher_dir)
         images = labelled_and_unlabelled(labelled, unlabelled)
-        targets = clean_logits(teacher, images, teacher_card.mean, teacher_card.std, cfg)
+        targets = clean_logits(teacher, images, teacher_card.mean, teacher_card.std, device=cfg.device,
+                               batch_size=cfg.eval_batch_size)
         del teacher
     model, card = load_model_dir(start_dir)
     model.train()

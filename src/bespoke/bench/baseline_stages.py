@@ -140,7 +140,11 @@ def _distilled_donor_stages(ctx: BenchContext, ledger: StageLedger) -> list[Stag
     records = []
     for spec in ctx.preset.donors:
         start, name = f"donor-{spec.model}-labelled", f"donor-{spec.model}-kd"
-        if (done := ledger.get(start)) is None or done.status not in ("done", "skipped"):
+        done = ledger.get(start)
+        if done is None or done.status not in ("done", "skipped"):
+            continue
+        if not (ctx.out / "models" / start / WEIGHTS).is_file():  # a carried run: the card came, not the weights
+            ctx.log(f"[bench] {name}: left out, {start} has no weights here (delete its directory to retrain it)")
             continue
         method = f"{spec.model} + KD from semi-supervised teacher{_suffix(True, ctx)}"
         directory = ctx.out / "models" / name

@@ -37,6 +37,9 @@ def train(
     threshold: Annotated[float, typer.Option(help="pseudo-label confidence threshold")] = 0.8,
     labelled_only: Annotated[bool, typer.Option("--labelled-only", help="ablation: use only the labelled part")]
     = False,
+    soft_targets: Annotated[str, typer.Option(help="smaller subnets' targets: inplace (the largest subnet's "
+                                              "predictions) | teacher (the teacher's of the clean images, e.g. a "
+                                              "semi-supervised teacher's) | both (their mean)")] = "inplace",
     train_limit: Annotated[int | None, typer.Option(help="stratified subset of N training images")] = None,
     test_limit: Annotated[int | None, typer.Option(help="stratified subset of N test images")] = None,
     seed: Annotated[int, typer.Option(help="seed for splits, order, augmentation, subnet sampling")] = 0,
@@ -52,11 +55,11 @@ def train(
     from bespoke.supernet import SupernetJob, train_supernet
 
     nested = {k: "train" for k in ("steps", "batch_size", "unlabelled_ratio", "lr", "threshold", "seed", "device",
-                                   "semi_supervised")}
+                                   "semi_supervised", "soft_targets")}
     values = {"teacher": teacher, "data": data, "labels": labels, "out": out, "resolution": resolution,
               "train_limit": train_limit, "test_limit": test_limit, "steps": steps, "batch_size": batch_size,
               "unlabelled_ratio": unlabelled_ratio, "lr": lr, "threshold": threshold, "seed": seed, "device": device,
-              "semi_supervised": not labelled_only}
+              "semi_supervised": not labelled_only, "soft_targets": soft_targets}
     if teacher is None:  # may come from --config; if from neither, validation says the teacher is required
         del values["teacher"]
     job = resolve(SupernetJob, _Renamed(ctx, {"semi_supervised": "labelled_only"}), config, values, nested=nested)

@@ -4,6 +4,7 @@ or inf is refused)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +37,13 @@ class SupernetTrainConfig(BaseModel):
     threshold: float = Field(0.8, ge=0, le=1, description="confidence needed for a pseudo-label (0.8: the "
                              "largest subnet is trained with label smoothing, so its confidence stays below ~0.92)")
     temperature: float = Field(1.0, gt=0, description="KD temperature")
+    soft_targets: Literal["inplace", "teacher", "both"] = Field(
+        "inplace", description="where the smaller subnets' soft targets and pseudo-labels come from: the largest "
+        "subnet's weak-view predictions (in-place distillation), the teacher's predictions of the clean images "
+        "(computed once before training: a semi-supervised teacher's knowledge of every image), or the mean of "
+        "the two distributions")
+    teacher_weight: float = Field(1.0, ge=0, description="soft_targets teacher | both: weight of the largest "
+                                  "subnet's KD to the teacher's targets on every image of the step")
     grad_clip: float = Field(5.0, gt=0, description="max gradient norm")
     seed: Seed = 0
     device: str = "auto"

@@ -5,10 +5,15 @@ cross-entropy on labelled images + FixMatch on unlabelled ones (its own confiden
 labels for its strong view). Its weak-view logits of *all* images become the targets of every smaller subnet,
 which sees the strong views: KD to the soft targets + cross-entropy on hard labels (the true label of a labelled
 image, the confident pseudo-label of an unlabelled one).
+
+With ``soft_targets: teacher | both`` a fixed teacher's logits of the clean images (computed once before training)
+replace, or are averaged with, the largest subnet's as the smaller subnets' targets, and the largest subnet itself
+is distilled towards them on every image of the step.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -46,9 +51,15 @@ def masked_ce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) ->
     return (F.cross_entropy(logits, labels, reduction="none") * mask).mean()
 
 
-def largest_loss(logits: torch.Tensor, labels: torch.Tensor, n_unlabelled: int, cfg: SupernetTrainConfig
-                 ) -> tuple[torch.Tensor, TeacherTargets, dict[str, float]]:
-    """Loss of the largest subnet; ``logits`` are of ``[labelled weak | unlabelled weak | unlabelled strong]``."""
+def mixed_logits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Logits whose softmax is the mean of ``softmax(a)`` and ``softmax(b)``."""
+    return torch.logsumexp(torch.stack([F.log_softmax(a, -1), F.log_softmax(b, -1)]), dim=0) - math.log(2.0)
+
+
+def largest_loss(logits: torch.Tensor, labels: torch.Tensor, n_unlabelled: int, cfg: SupernetTrainConfig,
+                 teacher_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, TeacherTargets, dict[str, float]]:
+    """Loss of the largest subnet; ``logits`` are of ``[labelled weak | unlabelled weak | unlabelled strong]``;
+    ``teacher_logits``: the teacher's of ``[labelled | unlabelled]`` clean images (``soft_targets`` teacher | both)."""
     n_l = labels.shape[0]
     sup = F.cross_entropy(logits[:n_l], labels, label_smoothing=cfg.label_smoothing)
     loss = cfg.ce_weight * sup
@@ -59,7 +70,17 @@ def largest_loss(logits: torch.Tensor, labels: torch.Tensor, n_unlabelled: int, 
         self_term = masked_ce(logits[n_l + n_unlabelled:], pseudo, mask)
         loss = loss + cfg.self_weight * self_term
         stats.update({"self": float(self_term.detach()), "mask": float(mask.mean())})
-    targets = TeacherTargets(logits[:n_l + n_unlabelled].detach(), labels if cfg.subnet_labels else None)
+    own = logits[:n_l + n_unlabelled]
+    soft = own.detach()
+    if cfg.soft_targets != "inplace":
+        if teacher_logits is None:
+            raise ValueError(f"soft_targets {cfg.soft_targets!r} needs the teacher's logits of the step's images")
+        teacher_logits = teacher_logits.to(own.dtype)
+        kd = kd_loss(own, teacher_logits, cfg.temperature)
+        loss = loss + cfg.teacher_weight * kd
+        stats["teacher_kd"] = float(kd.detach())
+        soft = teacher_logits if cfg.soft_targets == "teacher" else mixed_logits(soft, teacher_logits)
+    targets = TeacherTargets(soft, labels if cfg.subnet_labels else None)
     return loss, targets, stats
 
 

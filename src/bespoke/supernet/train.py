@@ -43,7 +43,15 @@ from bespoke.supernet.store import (
     save_supernet,
 )
 from bespoke.supernet.stream import BatchStream
-from bespoke.train import Checkpointer, check_finite, cpu_seconds, make_optimizer, make_scheduler
+from bespoke.train import (
+    Checkpointer,
+    WithTargets,
+    check_finite,
+    clean_logits,
+    cpu_seconds,
+    make_optimizer,
+    make_scheduler,
+)
 from bespoke.utils.device import autocast
 from bespoke.utils.distributed import DistContext, distributed
 from bespoke.utils.lock import output_lock
@@ -81,17 +89,20 @@ def _resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
 def sandwich_step(net: ElasticNet, labelled: list[torch.Tensor], unlabelled: list[torch.Tensor] | None,
                   cfg: SupernetTrainConfig, step: int, device: torch.device) -> dict[str, float]:
     """Forward/backward of one sandwich step (gradients accumulate; the caller steps the optimiser)."""
-    xl_w, xl_s, yl = (t.to(device, non_blocking=True) for t in labelled)
+    xl_w, xl_s, yl = (t.to(device, non_blocking=True) for t in labelled[:3])
     parts = [xl_w]
+    teacher = [labelled[3]] if len(labelled) > 3 else []  # the teacher's logits of the clean images, if any
     n_u = 0
     if unlabelled is not None:
         xu_w, xu_s = unlabelled[0].to(device), unlabelled[1].to(device)  # their labels are never read
         parts += [xu_w, xu_s]
         n_u = xu_w.shape[0]
+        teacher += [unlabelled[3]] if len(unlabelled) > 3 else []
     net.set_active_subnet(net.space.largest())
     with autocast(device):
         logits = net(torch.cat(parts))
-    loss, targets, stats = largest_loss(logits.float(), yl, n_u, cfg)
+    teacher_logits = torch.cat(teacher).to(device) if teacher else None
+    loss, targets, stats = largest_loss(logits.float(), yl, n_u, cfg, teacher_logits)
     check_finite(loss, stage=STAGE, step=step)
     loss.backward()
     total = float(loss.detach())
@@ -261,19 +272,28 @@ def _train(job: SupernetJob, data: DataSource | None, callback: StepCallback | N
     splits = source.splits(resolution)
     model, info = load_teacher(job.teacher, num_classes=splits.num_classes, resolution=resolution)
     check_teacher_fits(info, splits)
+    labelled, unlabelled = split_labelled(splits.train, job.labels, cfg.seed)
+    weak, strong = build_transform("weak", info.mean, info.std), build_transform("strong", info.mean, info.std)
+    shard = {"rank": dist.rank, "world_size": dist.world_size}
+    semi = cfg.semi_supervised and len(unlabelled) > 0
+    views = {"labelled": TwoViewDataset(labelled, weak, strong)}
+    if semi:
+        views["unlabelled"] = TwoViewDataset(unlabelled, weak, strong)
+    cpu0 = cpu_seconds()
+    if cfg.soft_targets != "inplace":  # the teacher's view of every image, before the supernet takes its weights
+        parts = {"labelled": labelled, **({"unlabelled": unlabelled} if semi else {})}
+        views = {k: WithTargets(v, clean_logits(model, parts[k], info.mean, info.std, device=str(device)))
+                 for k, v in views.items()}
+    targets_cpu = cpu_seconds() - cpu0
     seed_everything(cfg.seed)
     net = build_supernet(model, resolution, options=job.space).to(device)
     dist.broadcast_module(net)
     if dist.rank:  # own dropout draws per rank (rank 0 keeps the single-process ones)
         seed_everything(_rank_seed(cfg.seed, dist.rank, 0))
-    labelled, unlabelled = split_labelled(splits.train, job.labels, cfg.seed)
-    weak, strong = build_transform("weak", info.mean, info.std), build_transform("strong", info.mean, info.std)
-    shard = {"rank": dist.rank, "world_size": dist.world_size}
-    streams = {"labelled": BatchStream(TwoViewDataset(labelled, weak, strong), cfg.batch_size, seed=cfg.seed,
-                                       salt=1, **shard)}
-    if cfg.semi_supervised and len(unlabelled) > 0:
-        streams["unlabelled"] = BatchStream(TwoViewDataset(unlabelled, weak, strong),
-                                            cfg.batch_size * cfg.unlabelled_ratio, seed=cfg.seed, salt=2, **shard)
+    streams = {"labelled": BatchStream(views["labelled"], cfg.batch_size, seed=cfg.seed, salt=1, **shard)}
+    if semi:
+        streams["unlabelled"] = BatchStream(views["unlabelled"], cfg.batch_size * cfg.unlabelled_ratio,
+                                            seed=cfg.seed, salt=2, **shard)
     trainer = _Trainer(net, job, streams, dist)
     trainer.restore()
     trainer.run(callback)
@@ -287,7 +307,8 @@ def _train(job: SupernetJob, data: DataSource | None, callback: StepCallback | N
             data={**source.describe(), "labels": job.labels, "labelled": len(labelled),
                   "unlabelled": len(unlabelled) if "unlabelled" in streams else 0, "resolution": resolution},
             job=_job_record(job),
-            cost_cpu_s={"supernet_train": round(cpu_train, 1), "supernet_eval": round(cpu_seconds() - cpu0, 1)},
+            cost_cpu_s={"supernet_train": round(cpu_train + targets_cpu, 1),
+                        "supernet_eval": round(cpu_seconds() - cpu0, 1)},
             wall_s=round(trainer.wall_s(), 1), history=trainer.history, eval=evaluation)
         save_supernet(out, net.cpu(), meta)
         result = SupernetResult(out, trainer.step, cpu_train, trainer.wall_s(), trainer.history, evaluation)

@@ -15,7 +15,7 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,7 +49,8 @@ class SemiSupervisedConfig(BaseModel):
 
 
 class WithTargets(Dataset):
-    """``dataset`` with one row of ``logits`` per item: yields ``(image, label, logits[i])``."""
+    """``dataset`` with one row of ``logits`` per item, appended to the item: ``(image, label)`` items become
+    ``(image, label, logits[i])``, ``(weak, strong, label)`` ones ``(weak, strong, label, logits[i])``."""
 
     def __init__(self, dataset: Dataset, logits: torch.Tensor) -> None:
         if len(dataset) != len(logits):  # type: ignore[arg-type]
@@ -59,9 +60,8 @@ class WithTargets(Dataset):
     def __len__(self) -> int:
         return len(self.logits)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor]:
-        image, label = self.dataset[index]
-        return image, label, self.logits[index]
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        return (*self.dataset[index], self.logits[index])
 
 
 class HiddenLabels(Dataset):
@@ -142,7 +142,8 @@ def semi_supervised_finetune(make_model: Callable[[], nn.Module], labelled: Data
         train_set, round_teacher = everything, teacher.eval()
         if semi.teacher_view == "clean":
             start_cpu = cpu_seconds()
-            train_set = WithTargets(everything, clean_logits(teacher, everything, mean, std, cfg))
+            train_set = WithTargets(everything, clean_logits(teacher, everything, mean, std, device=cfg.device,
+                                                              batch_size=cfg.eval_batch_size))
             round_teacher = None
             extra_cpu += cpu_seconds() - start_cpu
         last = finetune(student, train_set, test, recipe, mean=mean, std=std, out_dir=out_dir,
@@ -152,12 +153,11 @@ def semi_supervised_finetune(make_model: Callable[[], nn.Module], labelled: Data
     return teacher.eval(), SemiSupervisedResult(final=last, rounds=rounds, targets_cpu_s=extra_cpu)
 
 
-def clean_logits(model: nn.Module, dataset: Dataset, mean: tuple[float, ...], std: tuple[float, ...],
-                 cfg: FinetuneConfig) -> torch.Tensor:
+def clean_logits(model: nn.Module, dataset: Dataset, mean: tuple[float, ...], std: tuple[float, ...], *,
+                 device: str = "auto", batch_size: int = 256) -> torch.Tensor:
     """``model``'s logits of every un-augmented image of ``dataset`` (float32, on CPU, in dataset order)."""
-    device = pick_device(cfg.device)
-    loader = DataLoader(TransformedDataset(dataset, build_transform("eval", mean, std)),
-                        batch_size=cfg.eval_batch_size)
+    where = pick_device(device)
+    loader = DataLoader(TransformedDataset(dataset, build_transform("eval", mean, std)), batch_size=batch_size)
     with torch.inference_mode():
-        logits, _ = predict_logits(model.to(device), loader, device=device)
-    return logits
+        logits, _ = predict_logits(model.to(where), loader, device=where)
+    return logits.float().cpu()
