@@ -32,7 +32,7 @@ def fake_engine(ctx: BenchContext) -> list[Path]:
     target = ctx.targets[0]
     out = ctx.stage_dir("fake") / target.name
     if not (out / CARD).is_file():
-        shutil.copytree(ctx.teacher(labelled_only=True), out, dirs_exist_ok=True)
+        shutil.copytree(ctx.teacher("labelled"), out, dirs_exist_ok=True)
         delivery = Delivery(target=target.name, budget=str(target.budget), budget_resolved=ctx.budgets[target.name],
                             unit=target.unit, predicted=0.5)
         card = read_card(out).model_copy(update={
@@ -65,6 +65,10 @@ def test_bench_smoke_runs_every_stage_and_resumes(tmp_path: Path) -> None:
     assert fake_row["pred_ms"] == 0.5 and fake_row["cost_cpu_s"] == 3.0
     costs = {c["method"]: c for c in doc["costs"]}
     assert costs["pruned+KD"]["preparation_from"] == ["teacher"]
+    # label-scarce with a semi-supervised teacher: the teacher pruned from it too, KD on every image
+    pruned_kd = stages["pruned-ort1-0.5x-kd"]
+    assert pruned_kd["status"] == "done" and pruned_kd["uses"] == ["teacher-semi"], pruned_kd["message"]
+    assert read_card(tmp_path / "models" / "pruned-ort1-0.5x-kd").data["train"] == 120
     assert costs["fake"]["preparation_from"][0] == "teacher-labelled"  # the teacher it asked for
     assert costs["fake"]["per_target_cpu_s"] == 3.0
     assert set(costs["pruned+KD"]["cost_cpu_s"]) == {"1", "5", "20"}

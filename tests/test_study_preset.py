@@ -35,7 +35,7 @@ def test_study_preset_validates_full_and_smoke() -> None:
     factors = full.tofa_sweep.factors()
     assert len(factors) == 20 and (max(factors), min(factors)) == (0.9, 0.35)
     assert smoke.extract_config().epochs == 1 and smoke.data.train_images < 1000
-    assert load_preset("fashion-mnist").engines == ["bespoke", "tofa"]  # other presets run the two engines
+    assert load_preset("fashion-mnist").engines == ["bespoke", "tofa", "bespoke-label-scarce", "extract-finetune"]
 
 
 @pytest.mark.parametrize(("changes", "match"), [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -301,18 +302,23 @@ def test_select_delivers_verified_model_dirs_per_target(trained, data, tmp_path)
     assert (tmp_path / "out2" / "params-04" / "card.json").is_file()
 
 
-def test_an_int8_target_gets_the_int8_graph_of_a_subnet_searched_on_quantized_parts(trained, data, tmp_path
-                                                                                     ) -> None:
+def _int8_selection(**overrides: Any) -> tuple[list, SelectConfig]:
+    """One int8 target at a loose budget (this checks the int8 path, not a speed-up: tiny graphs are not faster
+    quantized) and a small selection with one PTQ candidate."""
     from bespoke.quantize import PTQSearch
 
-    supernet, _ = trained
-    # a loose budget: this checks the int8 path (tiny graphs are not faster quantized), not a speed-up
     targets = targets_from_dicts([{"name": "ort-int8", "runtime": "onnxruntime", "precision": "int8",
                                    "budget": "5x", "repeats": 5, "warmup": 1}])
     one = PTQSearch(formats=("QOperator",), weight_types=("uint8",), methods=("MinMax",), reduce_range=(False,),
                     min_speedup=0, max_excluded=0)
-    cfg = SelectConfig(predictor_samples=12, predictor_val_images=30, calib_images=32, population=16,
-                       generations=5, calibration_subnets=3, ptq=one, int8_agreement=0.0)
+    return targets, SelectConfig(predictor_samples=12, predictor_val_images=30, calib_images=32, population=16,
+                                 generations=5, calibration_subnets=3, ptq=one, int8_agreement=0.0, **overrides)
+
+
+def test_an_int8_target_gets_the_int8_graph_of_a_subnet_searched_on_quantized_parts(trained, data, tmp_path
+                                                                                     ) -> None:
+    supernet, _ = trained
+    targets, cfg = _int8_selection()
     result = select_subnets(supernet, targets, tmp_path / "out", config=cfg, data=data)
     (choice,) = result.choices
     card = read_card(choice.model_dir)
@@ -324,6 +330,20 @@ def test_an_int8_target_gets_the_int8_graph_of_a_subnet_searched_on_quantized_pa
     assert "int8" in {t["settings"]["precision"] for t in tables}
     again = select_subnets(supernet, targets, tmp_path / "out", config=cfg, data=data)  # a rerun resumes
     assert again.choices[0].model_dir == choice.model_dir and again.choices[0].config == choice.config
+
+
+def test_an_int8_target_with_qat_quantizes_the_subnet_fine_tuned_under_fake_quantization(trained, data, tmp_path
+                                                                                         ) -> None:
+    supernet, _ = trained
+    targets, cfg = _int8_selection(qat_epochs=1)
+    (choice,) = select_subnets(supernet, targets, tmp_path / "out", config=cfg, data=data).choices
+    card = read_card(choice.model_dir)
+    qat_dir = tmp_path / "out" / ".fp32" / "ort-int8-qat"
+    assert card.precision == "int8" and card.quantization.method == "qat-static"
+    assert card.quantization.fp32_twin == str(qat_dir.resolve())
+    qat = read_card(qat_dir).provenance["qat"]
+    assert qat["recipe"]["kd_weight"] == 1.0  # label-free: distilled from the fp32 subnet only
+    assert qat["source"] == str((tmp_path / "out" / ".fp32" / "ort-int8").resolve())
 
 
 def test_a_missed_budget_is_searched_again_and_a_hopeless_one_delivers_nothing(trained, data, tmp_path,

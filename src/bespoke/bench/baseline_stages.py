@@ -15,6 +15,7 @@ from torch import nn
 from bespoke.baselines import (
     BudgetInfo,
     Teacher,
+    TrainData,
     distilled_from,
     finetune_donor,
     prune_and_distill,
@@ -172,26 +173,35 @@ def pruned_stages(ctx: BenchContext, ledger: StageLedger) -> list[StageRecord]:
 
     if not ctx.preset.pruned.enabled:
         return []
+    # (teacher, name suffix, method, the training data getter): all labels; the labelled share with KD from its
+    # own teacher; and, label-scarce with a semi-supervised teacher, KD from that one on every image
+    regimes: list[tuple[str, str, str, Callable[[], TrainData]]] = [
+        (TEACHER, "", "pruned+KD", partial(ctx.train_data, False))]
+    if ctx.preset.label_scarce:
+        regimes.append((TEACHER_LABELLED, "-labelled", f"pruned+KD{_suffix(True, ctx)}",
+                        partial(ctx.train_data, True)))
+        if ctx.preset.wants_semi_teacher():
+            regimes.append((TEACHER_SEMI, "-kd", f"pruned + KD from semi-supervised teacher{_suffix(True, ctx)}",
+                            ctx.all_images_data))
     records = []
-    for labelled_only, key in ((False, TEACHER), (True, TEACHER_LABELLED))[:1 + ctx.preset.label_scarce]:
+    for key, suffix, method, data in regimes:
         done = ledger.get(key)
         if done is None or done.status not in ("done", "skipped"):
             continue
-        method = f"pruned+KD{_suffix(labelled_only, ctx)}"
         for target in ctx.targets:
             if target.name not in ctx.budgets:
                 continue
-            name = f"pruned-{target.name}" + ("-labelled" if labelled_only else "")
+            name = f"pruned-{target.name}{suffix}"
             directory = ctx.out / "models" / name
-            make = _pruned_maker(ctx, partial(teacher, key), target, labelled_only, method, directory)
+            make = _pruned_maker(ctx, partial(teacher, key), target, data, method, directory)
             records.append(_measured(ctx, run_model_stage(ledger, name, directory, make, method=method,
                                                           role="per-target", target=target.name, uses=[key],
                                                           log=ctx.log)))
     return records
 
 
-def _pruned_maker(ctx: BenchContext, get_teacher: Callable[[], Teacher], target: Target, labelled_only: bool,
-                  method: str, directory: Path) -> Callable[[], ModelCard]:
+def _pruned_maker(ctx: BenchContext, get_teacher: Callable[[], Teacher], target: Target,
+                  data: Callable[[], TrainData], method: str, directory: Path) -> Callable[[], ModelCard]:
     reference: list[Reference] = []  # the teacher, exported once when the first candidate is measured
 
     def measure_value(model: nn.Module) -> float:
@@ -204,7 +214,7 @@ def _pruned_maker(ctx: BenchContext, get_teacher: Callable[[], Teacher], target:
         budget = BudgetInfo(target=target.name, text=str(target.budget), value=ctx.budgets[target.name],
                             unit=target.unit)
         teacher = replace(get_teacher(), value=ctx.references.get(target.name))  # saves the ratio-0 probe
-        return prune_and_distill(teacher, ctx.train_data(labelled_only), ctx.preset.pruned_config(),
+        return prune_and_distill(teacher, data(), ctx.preset.pruned_config(),
                                  directory, measure=measure_value, budget=budget, search=ctx.preset.pruned.search,
                                  method=method, log=ctx.log)
 

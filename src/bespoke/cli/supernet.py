@@ -82,15 +82,20 @@ def select(
     predictor_samples: Annotated[int, typer.Option(help="subnets measured to fit the accuracy predictor (once)")]
     = 200,
     eval_limit: Annotated[int | None, typer.Option(help="test images for the accuracy in each card")] = None,
+    qat_epochs: Annotated[int, typer.Option(help="int8 targets: fine-tune the chosen subnet this many epochs under "
+                                                 "fake quantization (label-free) before quantizing it; 0: PTQ only")]
+    = 0,
     seed: Annotated[int, typer.Option(help="seed of sampling and evolution")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     config: ConfigOpt = None,
 ) -> None:
-    """Pick, extract, recalibrate, export and measure one subnet per target (no training)."""
+    """Pick, extract, recalibrate, export and measure one subnet per target (no training; an int8 target's subnet
+    is quantized, after a short label-free fine-tune under fake quantization with --qat-epochs)."""
     from bespoke.cli.config import resolve
     from bespoke.supernet import SelectConfig, select_subnets
 
-    values = {"predictor_samples": predictor_samples, "eval_limit": eval_limit, "seed": seed, "device": device}
+    values = {"predictor_samples": predictor_samples, "eval_limit": eval_limit, "qat_epochs": qat_epochs,
+              "seed": seed, "device": device}
     cfg = resolve(SelectConfig, ctx, config, values)
     result = select_subnets(supernet, targets, out, config=cfg)
     table = Table("target", "budget", "measured", "meets", "test top-1", "search ms")

@@ -158,9 +158,12 @@ def fake_quantized(model: nn.Module, cfg: QATConfig | None = None,
         prepared.strip()
 
 
-def qat_recipe(epochs: int = 1, seed: int = 0) -> FinetuneConfig:
-    """The default QAT fine-tune: small steps from a trained model, distilled from itself as it was (T = 1)."""
-    return FinetuneConfig(epochs=epochs, lr=1e-4, kd_weight=0.7, kd_temperature=1.0, augment="flip",
+def qat_recipe(epochs: int = 1, seed: int = 0, kd_weight: float = 0.7) -> FinetuneConfig:
+    """The default QAT fine-tune: small steps from a trained model, distilled from itself as it was (T = 1).
+
+    ``kd_weight`` 1.0: distillation only, the labels unused (a label-scarce model learns no label it was not given).
+    """
+    return FinetuneConfig(epochs=epochs, lr=1e-4, kd_weight=kd_weight, kd_temperature=1.0, augment="flip",
                           weight_decay=0.0, seed=seed)
 
 

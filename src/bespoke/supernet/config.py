@@ -93,5 +93,7 @@ class SelectConfig(BaseModel):
                            "on the chosen subnet")
     int8_agreement: float = Field(AGREEMENT_THRESHOLD, ge=0, le=1, description="int8 targets: share of test images "
                                   "where the INT8 graph's top-1 must equal the fp32 subnet's")
+    qat_epochs: int = Field(0, ge=0, le=20, description="int8 targets: epochs of fine-tuning the chosen subnet under "
+                            "fake quantization before it is quantized (0: post-training quantization only)")
     seed: Seed = 0
     device: str = "auto"

@@ -29,7 +29,7 @@ from bespoke.export import (
     save_model_dir,
     update_card,
 )
-from bespoke.quantize import quantize_to
+from bespoke.quantize import qat_finetune, qat_recipe, quantize_to
 from bespoke.supernet.config import SelectConfig
 from bespoke.supernet.data import DataSource, SpecSource
 from bespoke.supernet.efficiency import SubnetCosts, build_cost_table
@@ -325,12 +325,20 @@ def deliver_int8(ctx: _Context, target: Target, choice: TargetChoice, table: Sub
     """The subnet chosen for an int8 target (its fp32 model directory in ``OUT/.fp32/<target>``, searched on a
     table of quantized parts) quantized into ``OUT/<target>`` (:func:`bespoke.quantize.quantize_to`, on the
     supernet's data at the subnet's resolution), its INT8 graph measured against the largest subnet as the target
-    runs it (quantized)."""
+    runs it (quantized). ``cfg.qat_epochs`` > 0: the subnet is first fine-tuned under fake quantization
+    (``<twin>-qat``, label-free: distilled from itself) and that model is quantized."""
     twin, final = Path(choice.model_dir), ctx.out / target.name
     assert ctx.source is not None
     twin_card = read_card(twin)
+    splits = ctx.source.splits(twin_card.resolution)
+    if ctx.cfg.qat_epochs:  # the subnet first learns to live with int8 rounding: the graph quantized is that one
+        qat_dir = twin.parent / f"{twin.name}-qat"
+        if not (qat_dir / CARD).is_file():
+            # distillation from the fp32 subnet only: the supernet saw a labelled share, this sees no labels
+            qat_finetune(twin, splits, qat_dir, train=qat_recipe(ctx.cfg.qat_epochs, ctx.cfg.seed, kd_weight=1.0))
+        twin = qat_dir
     try:
-        card = quantize_to(twin, final, ctx.source.splits(twin_card.resolution), target, seed=ctx.cfg.seed,
+        card = quantize_to(twin, final, splits, target, seed=ctx.cfg.seed,
                            agreement_threshold=ctx.cfg.int8_agreement, search=ctx.cfg.ptq)
     except BespokeError as exc:
         raise NotQuantized(exc.message, exc.hint) from None

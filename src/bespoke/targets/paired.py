@@ -112,7 +112,7 @@ def measure_paired(model: OnnxSource, reference: OnnxSource, target: Target, *, 
                "source": "bytes" if isinstance(model, bytes) else str(model),
                "reference": "bytes" if isinstance(reference, bytes) else str(reference),
                "raw_median_ms": round(raw, 4), "reference_now_ms": round(ref_now, 4),
-               "reference_value_ms": round(reference_value, 4), "ratio": round(ratio, 5),
+               "reference_value_ms": round(reference_value, 6), "ratio": round(ratio, 5),
                "ratio_of_medians": round(raw / ref_now, 5), "turns": len(ratios),
                "threads": target.threads, "opt_level": target.opt_level, "warmup": target.warmup}
     return Measurement.from_stats(stats, runtime="onnxruntime", details=details)
