@@ -142,6 +142,7 @@ def test_block_engine_cli_api_and_bench_read_one_recipe(tmp_path, capsys, monkey
     benchmark build: partial retraining overrides keep DEFAULT_RETRAIN's other keys (flip, KD temperature)."""
     import bespoke.house as house
     import bespoke.search as search
+    from bespoke.quantize import QATConfig
     from bespoke.search import DEFAULT_RETRAIN, BlockJob
 
     seen: dict = {}
@@ -164,6 +165,11 @@ def test_block_engine_cli_api_and_bench_read_one_recipe(tmp_path, capsys, monkey
     assert code == 0, err
     assert seen["search"]["retrain"] == DEFAULT_RETRAIN and DEFAULT_RETRAIN.augment == "flip"
     assert seen["search"]["anneal_config"] == BlockJob().search.anneal
+    assert seen["search"]["qat"] is None  # int8 students retrain in fp32 unless asked
+    code, _, err = run_cli(["search", str(tmp_path / "h"), "--targets", str(tmp_path / "t.yaml"),
+                            "--out", str(tmp_path / "o"), "--qat"], capsys)
+    assert code == 0, err
+    assert seen["search"]["qat"] == QATConfig() == BlockJob.model_validate({"qat": {}}).qat  # CLI = recipe YAML
 
     (tmp_path / "job.yaml").write_text("house: {size: 7, distill: {group_size: 3}}\nretrain: {epochs: 1}\n"
                                        "search: {margin: 0.1}\nout: " + str(tmp_path / "o2") + "\n")

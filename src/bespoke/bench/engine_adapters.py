@@ -10,7 +10,7 @@ imported when their stage runs: an engine that does not import makes only its ow
 
 Settings come from the preset's ``bespoke:`` / ``tofa:`` sections (keys checked by the preset):
 
-* ``bespoke``: ``teacher`` (``all`` | ``labelled`` | ``semi``, default ``all``), ``house`` (HouseSettings),
+* ``bespoke``: ``teacher`` (``all`` | ``labelled`` | ``semi``, default ``all``), ``house`` (HouseSettings), ``qat``,
   ``search`` (SearchSettings), ``retrain`` (overrides of DEFAULT_RETRAIN): the fields of
   ``bespoke.search.BlockJob``, the recipe ``bespoke house build`` / ``bespoke search --config`` read too;
 * ``bespoke_label_scarce``: keys of ``bespoke`` laid over it (its ``teacher`` aside: ``semi`` by default), for the

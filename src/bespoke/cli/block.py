@@ -127,6 +127,8 @@ def search_command(
     lr: Annotated[float, typer.Option(help="retraining peak learning rate")] = _R.lr,
     kd_weight: Annotated[float, typer.Option(help="weight of the KD term (rest: cross-entropy)")] = _R.kd_weight,
     margin: Annotated[float, typer.Option(help=_S["margin"].description)] = _S["margin"].default,
+    qat: Annotated[bool, typer.Option("--qat", help="int8 targets: retrain each student under fake quantization "
+                                      "matching its INT8 graph (default: retrain in fp32, quantize after)")] = False,
     seed: Annotated[int, typer.Option(help="seed of the search (of retraining: retrain.seed in --config)")]
     = _A["seed"].default,
     config: ConfigOpt = None,
@@ -139,12 +141,13 @@ def search_command(
     from bespoke.search import search_and_deliver
 
     values = {"out": out, "data": data, "iterations": iterations, "eval_images": eval_images, "epochs": epochs,
-              "lr": lr, "kd_weight": kd_weight, "margin": margin, "seed": seed}
+              "lr": lr, "kd_weight": kd_weight, "margin": margin, "seed": seed, "qat": {} if qat else None}
     job = _job(ctx, config, values, _SEARCH_OPTIONS)
     _required(job.out, "out")
     assert job.out is not None
     cards = search_and_deliver(house, targets, out=job.out, data=job.data, eval_images=job.search.eval_images,
-                               margin=job.search.margin, anneal_config=job.search.anneal, retrain=job.retrain)
+                               margin=job.search.margin, anneal_config=job.search.anneal, retrain=job.retrain,
+                               qat=job.qat)
     for card in cards:
         d = card.delivery
         assert d is not None and d.measured is not None

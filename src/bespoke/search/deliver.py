@@ -205,5 +205,5 @@ def run_block_engine(teacher: str | Path, targets: Sequence[Target] | str | Path
     house = build_house(teacher, data=data, out=Path(out) / "house", targets=targets, **job.house.build_kwargs())
     cards = search_and_deliver(house, targets, out=out, data=data if isinstance(data, DataSplits) else None,
                                anneal_config=job.search.anneal, eval_images=job.search.eval_images,
-                               margin=job.search.margin, retrain=job.retrain)
+                               margin=job.search.margin, retrain=job.retrain, qat=job.qat)
     return [Path(out) / str(card.target) for card in cards]

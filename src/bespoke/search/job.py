@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bespoke.distill import DistillConfig
+from bespoke.quantize import QATConfig
 from bespoke.search.annealing import AnnealConfig
 from bespoke.train import FinetuneConfig
 from bespoke.utils.seed import Seed
@@ -79,6 +80,8 @@ class BlockJob(BaseModel):
     retrain: FinetuneConfig = Field(default_factory=lambda: DEFAULT_RETRAIN.model_copy(),
                                     description="KD retraining of each student; keys given override "
                                                 "DEFAULT_RETRAIN's, the rest keep it")
+    qat: QATConfig | None = Field(None, description="int8 targets: retrain each student under fake quantization "
+                                  "matching its INT8 graph ({} for the defaults); null: retrain in fp32, then PTQ")
 
     @field_validator("retrain", mode="before")
     @classmethod
