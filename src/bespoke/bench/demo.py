@@ -13,12 +13,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bespoke.bench.engines import engine_stages
-from bespoke.bench.preset import PRESET_HINT, BenchPreset, deep_merge, preset_path, validate_preset
+from bespoke.bench.preset import BenchPreset, deep_merge, read_preset_doc, validate_preset
 from bespoke.bench.run import BenchResults, run_bench
 from bespoke.errors import BespokeError
 from bespoke.targets import load_targets
 from bespoke.utils.seed import Seed
-from bespoke.utils.yaml_io import load_yaml_file
 
 
 class DemoConfig(BaseModel):
@@ -42,8 +41,7 @@ class DemoConfig(BaseModel):
 
 def demo_preset(cfg: DemoConfig, preset: str | Path = "demo") -> BenchPreset:
     """The ``demo`` preset with ``cfg``'s overrides applied and validated."""
-    path = preset_path(preset)
-    doc: dict[str, Any] = load_yaml_file(path, what="preset", hint=PRESET_HINT)
+    doc, path = read_preset_doc(preset)
     if cfg.smoke:
         doc = deep_merge(doc, doc.get("smoke", {}))
     data = {"spec": cfg.data, "resolution": cfg.resolution, "train_images": cfg.train_images,

@@ -290,22 +290,40 @@ def preset_path(preset: str | Path) -> Path:
 
 
 def list_presets() -> list[str]:
-    """Names of the benchmark presets shipped with the package (YAML files with a ``teacher:`` key)."""
+    """Names of the benchmark presets shipped with the package (YAML files with a ``teacher:`` or ``base:`` key)."""
     root = Path(str(resources.files("bespoke") / "presets"))
     names = []
     for path in sorted(root.glob("*.yaml")):
         doc = load_yaml_file(path, what="preset", hint=PRESET_HINT)
-        if isinstance(doc, dict) and "teacher" in doc:
+        if isinstance(doc, dict) and ("teacher" in doc or "base" in doc):
             names.append(path.stem)
     return names
 
 
-def load_preset(preset: str | Path, *, smoke: bool = False) -> BenchPreset:
-    """Read and validate a preset; with ``smoke`` its ``smoke:`` overlay is applied (and validated too)."""
-    path = preset_path(preset)
+def read_preset_doc(preset: str | Path, _seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Path]:
+    """A preset's YAML mapping with its ``base:`` chain resolved: ``base: fashion-mnist`` (a preset name, or a YAML
+    path relative to this file) is read first and this file laid over it (:func:`deep_merge`: mappings key by key,
+    lists replaced), so a variant states only what differs."""
+    nested_file = bool(_seen) and str(preset).endswith((".yaml", ".yml"))
+    path = preset_path(_seen[-1].parent / preset if nested_file else preset)
+    if path.resolve() in _seen:
+        chain = " -> ".join(p.name for p in (*_seen, path.resolve()))
+        raise BespokeError(f"preset base cycle: {chain}", "a preset cannot be its own base")
     doc = load_yaml_file(path, what="preset", hint=PRESET_HINT)
     if not isinstance(doc, dict):
         raise BespokeError(f"{path} must hold a mapping", PRESET_HINT)
+    base = doc.pop("base", None)
+    if base is None:
+        return doc, path
+    if not isinstance(base, str):
+        raise BespokeError(f"{path}: base must be a preset name or a YAML path, got {base!r}", PRESET_HINT)
+    under, _ = read_preset_doc(base, (*_seen, path.resolve()))
+    return deep_merge(under, doc), path
+
+
+def load_preset(preset: str | Path, *, smoke: bool = False) -> BenchPreset:
+    """Read and validate a preset; with ``smoke`` its ``smoke:`` overlay is applied (and validated too)."""
+    doc, path = read_preset_doc(preset)
     full = validate_preset(doc, path, "")
     if not smoke:
         return full
