@@ -59,7 +59,7 @@ def main() -> None:
         if variant in reuse:
             record = json.loads((out / "supernet.json").read_text())
             if record["job"]["train"]["soft_targets"] != variant:
-                parser.error(f"{out} was trained with soft_targets {record['train']['soft_targets']!r}")
+                parser.error(f"{out} was trained with soft_targets {record['job']['train']['soft_targets']!r}")
         else:
             print(f"[soft-targets] {variant}: training -> {out}", flush=True)
             train_supernet(job_for(args.preset, args.teacher, variant, out))
