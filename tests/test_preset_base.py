@@ -22,6 +22,12 @@ def test_the_int8_preset_is_the_reference_one_with_int8_targets() -> None:
     smoke = load_preset("fashion-mnist-int8", smoke=True)
     assert [t.precision for t in smoke.targets] == ["int8"] and smoke.data.train_images == 120  # base's smoke too
     assert smoke.tofa["space"]["resolutions"] == [32] and smoke.tofa["select"]["qat_epochs"] == 1
+    from bespoke.quantize import QATConfig
+    from bespoke.search import BlockJob
+
+    for preset, agreement in ((int8, 0.9), (smoke, 0.0)):  # its bespoke: section is a BlockJob, as the bench reads it
+        job = BlockJob.model_validate({k: v for k, v in preset.stage_settings("bespoke").items() if k != "teacher"})
+        assert job.qat == QATConfig() and job.int8_agreement == agreement
 
 
 def test_a_base_chain_merges_and_a_cycle_is_one_line(tmp_path: Path) -> None:

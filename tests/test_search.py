@@ -263,6 +263,7 @@ def test_end_to_end_tiny_run_writes_model_directories(tmp_path):
     int8 = read_card(tmp_path / "out" / "ort1-int8")
     assert int8.precision == "int8" and int8.quantization is not None and int8.delivery.measured > 0
     assert int8.quantization.fp32_twin == str((tmp_path / "out" / ".work" / "ort1-int8" / "fp32").resolve())
+    assert int8.quantization.method == "qat-static"  # its student was retrained under fake quantization
     assert read_card(int8.quantization.fp32_twin).precision == "fp32"
     # its student was retrained under fake quantization (own checkpoint stage), the fp32 ones without
     assert (tmp_path / "out" / ".work" / "ort1-int8" / "checkpoints" / "retrain-qat.pt").is_file()

@@ -31,8 +31,8 @@ _ZOO_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
 #: the labelled share only), TOFA's labelled-only ablation and its sweep of extra targets (both laid over
 #: ``tofa:``), and per-target extraction + fine-tuning (the supernet engine's selection without supernet training)
 ENGINE_KEYS: dict[str, frozenset[str]] = {
-    "bespoke": frozenset({"teacher", "house", "search", "retrain", "qat"}),
-    "bespoke-label-scarce": frozenset({"teacher", "house", "search", "retrain", "qat"}),
+    "bespoke": frozenset({"teacher", "house", "search", "retrain", "qat", "ptq", "int8_agreement"}),
+    "bespoke-label-scarce": frozenset({"teacher", "house", "search", "retrain", "qat", "ptq", "int8_agreement"}),
     "tofa": frozenset({"teacher", "space", "train", "select"}),
     "tofa-labelled-only": frozenset({"teacher", "space", "train", "select"}),
     "tofa-sweep": frozenset({"targets", "range"}),

@@ -147,7 +147,7 @@ def search_command(
     assert job.out is not None
     cards = search_and_deliver(house, targets, out=job.out, data=job.data, eval_images=job.search.eval_images,
                                margin=job.search.margin, anneal_config=job.search.anneal, retrain=job.retrain,
-                               qat=job.qat)
+                               qat=job.qat, ptq=job.ptq, agreement_threshold=job.int8_agreement)
     for card in cards:
         d = card.delivery
         assert d is not None and d.measured is not None

@@ -118,14 +118,20 @@ def deliver(house: House, target: Target, search: TargetSearch, student: nn.Modu
 def deliver_int8(house: House, target: Target, search: TargetSearch, student: nn.Module,
                  result: FinetuneResult | None, out_dir: str | Path, *, twin_dir: str | Path, data: DataSplits,
                  cost_cpu_s: dict[str, float] | None = None, calibration: int = 256, selection: int = 1000,
-                 agreement_threshold: float = AGREEMENT_THRESHOLD, ptq: PTQSearch | None = None) -> ModelCard:
+                 agreement_threshold: float = AGREEMENT_THRESHOLD, ptq: PTQSearch | None = None,
+                 qat: QATConfig | None = None) -> ModelCard:
     """Deliver for an int8 target: the retrained student as an fp32 model directory in ``twin_dir``, quantized
     into ``out_dir`` (:func:`bespoke.quantize.quantize_to`: calibrated on ``data``'s training images, the setting
     chosen on its validation images, verified by top-1 agreement on its test split), whose INT8 graph is then
-    measured against the teacher as the target runs it (quantized)."""
+    measured against the teacher as the target runs it (quantized). ``qat``: the fake quantization the student
+    was retrained under (recorded in the twin's card, so the INT8 card says ``qat-static``)."""
     twin_dir, out_dir = Path(twin_dir), Path(out_dir)
     if not (twin_dir / CARD).is_file():
-        save_model_dir(twin_dir, student, _student_card(house, search, result, cost_cpu_s))
+        card = _student_card(house, search, result, cost_cpu_s)
+        if qat is not None:
+            card.provenance["qat"] = {"stage": "retrain-qat", "fake_quant": qat.model_dump(mode="json"),
+                                      "recipe": "the block engine's KD retraining"}
+        save_model_dir(twin_dir, student, card)
     quantize_to(twin_dir, out_dir, data, target, calibration=calibration, selection=selection,
                 seed=int(house.meta.settings.get("seed", 0)), agreement_threshold=agreement_threshold,
                 search=ptq, log=log.info)
@@ -182,7 +188,7 @@ def search_and_deliver(house: House | str | Path, targets: Sequence[Target] | st
             try:
                 cards.append(deliver_int8(house, target, search, student, result, target_dir, data=splits,
                                           twin_dir=work / "fp32", cost_cpu_s=costs, ptq=ptq,
-                                          agreement_threshold=agreement_threshold))
+                                          agreement_threshold=agreement_threshold, qat=qat))
             except BespokeError as exc:  # the student does not quantize: deliver the others, then say so
                 missed[target.name] = f"target {target.name!r}: {exc.message}"
             continue
@@ -205,5 +211,6 @@ def run_block_engine(teacher: str | Path, targets: Sequence[Target] | str | Path
     house = build_house(teacher, data=data, out=Path(out) / "house", targets=targets, **job.house.build_kwargs())
     cards = search_and_deliver(house, targets, out=out, data=data if isinstance(data, DataSplits) else None,
                                anneal_config=job.search.anneal, eval_images=job.search.eval_images,
-                               margin=job.search.margin, retrain=job.retrain, qat=job.qat)
+                               margin=job.search.margin, retrain=job.retrain, qat=job.qat, ptq=job.ptq,
+                               agreement_threshold=job.int8_agreement)
     return [Path(out) / str(card.target) for card in cards]

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bespoke.distill import DistillConfig
-from bespoke.quantize import QATConfig
+from bespoke.quantize import AGREEMENT_THRESHOLD, PTQSearch, QATConfig
 from bespoke.search.annealing import AnnealConfig
 from bespoke.train import FinetuneConfig
 from bespoke.utils.seed import Seed
@@ -82,6 +82,10 @@ class BlockJob(BaseModel):
                                                 "DEFAULT_RETRAIN's, the rest keep it")
     qat: QATConfig | None = Field(None, description="int8 targets: retrain each student under fake quantization "
                                   "matching its INT8 graph ({} for the defaults); null: retrain in fp32, then PTQ")
+    ptq: PTQSearch = Field(default_factory=PTQSearch, description="int8 targets: the quantization settings tried "
+                           "on each student")
+    int8_agreement: float = Field(AGREEMENT_THRESHOLD, ge=0, le=1, description="int8 targets: share of test images "
+                                  "where the INT8 graph's top-1 must equal the fp32 student's")
 
     @field_validator("retrain", mode="before")
     @classmethod
