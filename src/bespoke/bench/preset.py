@@ -30,9 +30,10 @@ _ZOO_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
 #: engines, the block engine in label-scarce mode (KD from the semi-supervised teacher on every image, labels of
 #: the labelled share only), TOFA's labelled-only ablation and its sweep of extra targets (both laid over
 #: ``tofa:``), and per-target extraction + fine-tuning (the supernet engine's selection without supernet training)
+_BLOCK_KEYS = frozenset({"teacher", "house", "search", "retrain", "qat", "ptq", "int8_agreement"})
 ENGINE_KEYS: dict[str, frozenset[str]] = {
-    "bespoke": frozenset({"teacher", "house", "search", "retrain", "qat", "ptq", "int8_agreement"}),
-    "bespoke-label-scarce": frozenset({"teacher", "house", "search", "retrain", "qat", "ptq", "int8_agreement"}),
+    "bespoke": _BLOCK_KEYS,
+    "bespoke-label-scarce": _BLOCK_KEYS,
     "tofa": frozenset({"teacher", "space", "train", "select"}),
     "tofa-labelled-only": frozenset({"teacher", "space", "train", "select"}),
     "tofa-sweep": frozenset({"targets", "range"}),
